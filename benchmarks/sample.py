@@ -25,6 +25,8 @@ flags.DEFINE_integer('batch', 8, 'prompts decoded together.')
 flags.DEFINE_integer('prompt_len', 32, 'tokens per prompt.')
 flags.DEFINE_integer('new_tokens', 128, 'tokens generated per prompt.')
 flags.DEFINE_integer('repeats', 3, 'timed runs of each, interleaved; the fastest is reported.')
+flags.DEFINE_bool('matmul_floor', True, 'also time the decode step\'s weight matmuls alone in both frameworks: '
+                  'the least time per token any decoder of these shapes on this machine can take.')
 FLAGS = flags.FLAGS
 
 
@@ -79,6 +81,44 @@ def torch_generate(prompts):
   return run
 
 
+def matmul_floor():
+  """Seconds per decode step of only the weight matmuls (q, k, v, out, fc, proj per layer, then the tied head) on
+  [batch, d_model] rows, new_tokens steps in a row: in JAX a jitted fori_loop, in PyTorch a plain loop."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import torch
+  d, f, v, steps = FLAGS.d_model, 4 * FLAGS.d_model, FLAGS.vocab_size, FLAGS.new_tokens
+  rng = np.random.default_rng(0)
+  w = lambda *shape: (rng.standard_normal(shape) * 0.02).astype(np.float32)
+  layers = [[w(d, d), w(d, d), w(d, d), w(d, d), w(d, f), w(f, d)] for _ in range(FLAGS.n_layers)]
+  head = w(v, d)
+  x0 = np.ones((FLAGS.batch, d), np.float32)
+
+  def step(x, layers, head, mm, gelu):
+    for q, k, vv, o, fc, proj in layers:
+      x = x + mm(mm(x, q) + mm(x, k) + mm(x, vv), o)
+      x = x + mm(gelu(mm(x, fc)), proj)
+    return x + mm(x, head.T)[:, :d] * 1e-3  # feeds the head back so no step can be skipped
+
+  jax_loop = jax.jit(lambda x, layers, head: jax.lax.fori_loop(
+      0, steps, lambda _, x: step(x, layers, head, jnp.dot, jax.nn.gelu), x))
+  args = jax.device_put((x0, layers, head))
+  jax_run = lambda: jax_loop(*args).block_until_ready()
+  torch_args = [torch.from_numpy(x0), [[torch.from_numpy(a) for a in layer] for layer in layers],
+                torch.from_numpy(head)]
+
+  def torch_run():
+    with torch.inference_mode():
+      x = torch_args[0]
+      for _ in range(steps):
+        x = step(x, torch_args[1], torch_args[2], torch.matmul, torch.nn.functional.gelu)
+
+  jax_run(), torch_run()
+  return {name: min(_seconds(run) for _ in range(FLAGS.repeats)) / steps
+          for name, run in (('jax', jax_run), ('torch', torch_run))}
+
+
 def main(argv):
   del argv
   import numpy as np
@@ -96,6 +136,12 @@ def main(argv):
   print(f'gpt_jax.sample          {tokens / seconds["jax"]:10.1f} tokens/s  ({seconds["jax"]:.3f} s)')
   print(f'transformers generate   {tokens / seconds["torch"]:10.1f} tokens/s  ({seconds["torch"]:.3f} s)')
   print(f'ratio                   {seconds["torch"] / seconds["jax"]:10.2f}x')
+  if FLAGS.matmul_floor:
+    floor = matmul_floor()
+    print(f'per decode step: gpt_jax {seconds["jax"] / FLAGS.new_tokens * 1e3:.3f} ms, transformers '
+          f'{seconds["torch"] / FLAGS.new_tokens * 1e3:.3f} ms; the weight matmuls alone: XLA '
+          f'{floor["jax"] * 1e3:.3f} ms, PyTorch {floor["torch"] * 1e3:.3f} ms')
+    print(f'ratio if gpt_jax spent nothing beyond XLA\'s matmuls: {seconds["torch"] / FLAGS.new_tokens / floor["jax"]:.2f}x')
 
 
 if __name__ == '__main__':

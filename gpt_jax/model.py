@@ -5,8 +5,9 @@ and the reward / value / classifier heads (heads.py) are separate modules with t
 'trunk' checkpoint initialises any of them. Parameters and key activations carry logical axis names; only
 sharding.py maps them to mesh axes.
 
-Decoding uses an explicit cache pytree {'k', 'v': [n_layers, batch, n_heads, max_length, d_head], 'end': [batch]}:
-each call appends its tokens at row b's offset end[b] and returns the cache with end advanced.
+Decoding uses an explicit cache pytree {'k', 'v': n_layers arrays [batch, n_heads, max_length, d_head] each,
+'end': [batch]}: each call appends its tokens at row b's offset end[b] and returns the cache with end advanced.
+One array per layer (not one stacked array) lets a decode loop update each layer's cache in place.
 """
 
 from __future__ import annotations
@@ -294,11 +295,11 @@ class Transformer(nn.Module):
     if cache is not None:
       start = cache['end']
       positions = start[:, None] + jnp.arange(length)[None, :]
-      max_length = cache['k'].shape[3]
+      max_length = cache['k'][0].shape[2]
       k_pos = jnp.broadcast_to(jnp.arange(max_length), (batch, max_length))
       ctx = dict(q_pos=positions, k_pos=k_pos, k_valid=k_pos < (start + length)[:, None], write_start=start,
                  q_segment=None, k_segment=None)
-      layer_caches = (cache['k'], cache['v'])
+      layer_caches = (tuple(cache['k']), tuple(cache['v']))
     else:
       if positions is None:
         positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
@@ -314,14 +315,17 @@ class Transformer(nn.Module):
     x = _constrain(self.drop(x), ('act_batch', 'act_length', 'act_embed'))
     windows = cfg.layer_windows()
     if cfg.scan_layers:
-      x, new_caches = self.blocks(x, (windows, layer_caches), ctx)
+      stacked = None if layer_caches is None else tuple(jnp.stack(c) for c in layer_caches)
+      x, new_caches = self.blocks(x, (windows, stacked), ctx)
+      if new_caches is not None:
+        new_caches = tuple(tuple(c) for c in new_caches)
     else:
       per_layer = []
       for i, block in enumerate(self.blocks):
         layer_cache = None if layer_caches is None else (layer_caches[0][i], layer_caches[1][i])
         x, new_cache = block(x, (windows[i], layer_cache), ctx)
         per_layer.append(new_cache)
-      new_caches = None if layer_caches is None else tuple(jnp.stack(c) for c in zip(*per_layer))
+      new_caches = None if layer_caches is None else tuple(zip(*per_layer))
     if cfg.ln_placement == 'pre':
       x = self.ln_f(x)
     if cache is None:
@@ -388,9 +392,10 @@ def init_cache(config, batch_size: int, max_length: int, dtype=None):
   if max_length > cfg.context:
     raise ValueError(f'max_length={max_length} exceeds model.context={cfg.context}: shorten the prompt or '
                      f'max new tokens.')
-  shape = (cfg.n_layers, batch_size, cfg.n_heads, max_length, cfg.d_head)
+  shape = (batch_size, cfg.n_heads, max_length, cfg.d_head)
   dtype = dtype or jnp.dtype(cfg.dtype)
-  return dict(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype), end=jnp.zeros((batch_size,), jnp.int32))
+  layers = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layers))
+  return dict(k=layers(), v=layers(), end=jnp.zeros((batch_size,), jnp.int32))
 
 
 def abstract_variables(module: nn.Module, batch_size: int = 1):

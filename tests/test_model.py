@@ -79,9 +79,9 @@ def test_kv_cache_token_by_token_equals_full_forward(attention):
   assert np.all(np.asarray(cache['end']) == tokens.shape[1])
 
 
-@pytest.mark.parametrize('attention', ['dense', 'alternating'])
-def test_ragged_prefill_then_scan_decode_equals_full_forward(attention):
-  cfg, lm, params, tokens = _setup(model__attention=attention, model__local_window=3)
+@pytest.mark.parametrize('attention,scan_layers', [('dense', True), ('alternating', True), ('alternating', False)])
+def test_ragged_prefill_then_scan_decode_equals_full_forward(attention, scan_layers):
+  cfg, lm, params, tokens = _setup(model__attention=attention, model__local_window=3, model__scan_layers=scan_layers)
   lengths = jnp.array([5, 11, 8])
   prefill_len, n_steps = 12, 10
   prompt = jnp.where(jnp.arange(prefill_len)[None] < lengths[:, None], tokens[:, :prefill_len], 0)
