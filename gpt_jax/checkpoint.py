@@ -24,6 +24,7 @@ from etils import epath
 
 from gpt_jax import config as gcfg
 from gpt_jax import model as gm
+from gpt_jax import sharding as gs
 
 CONFIG_FILE = 'config.json'
 # What orbax says when a checkpoint is intact but has another structure or shapes than the state asked for.
@@ -96,11 +97,11 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   return gcfg.validate(config)
 
 
-def _abstract_params(config, sharding=None):
+def _abstract_params(config, mesh=None):
+  """The LM's params as ShapeDtypeStructs placed by the rules table on mesh (default: the first device)."""
   boxed = gm.abstract_variables(gm.GPTLM(config.model))['params']
-  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                      nn.unbox(boxed))
+  shardings = gs.param_shardings(boxed, mesh or gs.single_device_mesh())
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed), shardings)
 
 
 def export_params(export_dir: str, params, step: int, config) -> str:
@@ -114,11 +115,12 @@ def export_params(export_dir: str, params, step: int, config) -> str:
   return str(path)
 
 
-def load_for_inference(path: str):
-  """(config, params, step) from a training workdir (latest checkpoint) or from an export_params directory."""
+def load_for_inference(path: str, mesh=None):
+  """(config, params, step) from a training workdir (latest checkpoint) or from an export_params directory,
+  params sharded over mesh by the rules table (default: all on the first device)."""
   path = absolute(path)
   config = load_config(str(path))
-  abstract = _abstract_params(config)
+  abstract = _abstract_params(config, mesh)
   if (path / 'params').exists():
     with ocp.StandardCheckpointer() as checkpointer:
       return config, checkpointer.restore(path / 'params', abstract), int((path / 'step').read_text())

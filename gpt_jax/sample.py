@@ -25,6 +25,7 @@ from absl import flags
 from gpt_jax import checkpoint as ckpt
 from gpt_jax import config as gcfg
 from gpt_jax import model as gm
+from gpt_jax import sharding as gs
 from gpt_jax.config import ConfigError
 from gpt_jax.data import tokenizer as tok_lib
 
@@ -54,11 +55,13 @@ def next_pow2(n: int) -> int:
   return 1 << max(n - 1, 0).bit_length()
 
 
-def bucket_batches(lengths: Sequence[int], max_len: int, batch_for_length) -> list[tuple[np.ndarray, int, int]]:
+def bucket_batches(lengths: Sequence[int], max_len: int, batch_for_length,
+                   row_multiple: int = 1) -> list[tuple[np.ndarray, int, int]]:
   """Groups items into (indices, padded length, rows) batches, longest first.
 
   Lengths are padded to a power of two (at least MIN_BUCKET, at most max_len) and rows to a power of two (at most
-  batch_for_length(length)), so a task of thousands of items compiles a handful of shapes, not one per item.
+  batch_for_length(length)), so a task of thousands of items compiles a handful of shapes, not one per item. Rows
+  are then rounded up to a multiple of row_multiple (the mesh's batch shards); extra rows are padding.
   """
   order = np.argsort(-np.asarray(lengths), kind='stable')
   batches, start = [], 0
@@ -66,7 +69,8 @@ def bucket_batches(lengths: Sequence[int], max_len: int, batch_for_length) -> li
     length = min(max_len, max(MIN_BUCKET, next_pow2(int(lengths[order[start]]))))
     capacity = max(1, batch_for_length(length))
     indices = order[start:start + capacity]
-    batches.append((indices, length, min(capacity, next_pow2(len(indices)))))
+    rows = min(capacity, next_pow2(len(indices)))
+    batches.append((indices, length, -(-rows // row_multiple) * row_multiple))
     start += len(indices)
   return batches
 
@@ -106,15 +110,17 @@ def sample_token(logits: jax.Array, rng: jax.Array, temperature: jax.Array, top_
   return token.astype(jnp.int32), logprob, raw_logprob
 
 
-def make_generate_fn(module, model_config, *, eot_id: int | None, pad_id: int = 0):
+def make_generate_fn(module, model_config, out_sharding, *, eot_id: int | None, pad_id: int = 0):
   """The jitted core: (params, prompts [B, P], prompt_lengths [B], rng, temperature, top_p) -> Generation.
 
   Static (keyword) arguments: max_new_tokens, top_k (0: off), greedy, nucleus (apply top_p). P + max_new_tokens - 1
-  must not exceed model_config.context. Rows past their prompt length are padding and never attended to.
+  must not exceed model_config.context. Rows past their prompt length are padding and never attended to. The
+  outputs are placed with out_sharding (replicated, so every process can read them).
   """
   cache_dtype = jnp.dtype(model_config.dtype)
 
-  @functools.partial(jax.jit, static_argnames=('max_new_tokens', 'top_k', 'greedy', 'nucleus'))
+  @functools.partial(jax.jit, static_argnames=('max_new_tokens', 'top_k', 'greedy', 'nucleus'),
+                     out_shardings=out_sharding)
   def generate(params, prompts, prompt_lengths, rng, temperature, top_p, *, max_new_tokens, top_k, greedy,
                nucleus):
     batch, prompt_len = prompts.shape
@@ -149,23 +155,31 @@ def make_generate_fn(module, model_config, *, eot_id: int | None, pad_id: int = 
 
 
 class Sampler:
-  """Host side of generation: truncation, bucketing, batching and trimming around make_generate_fn."""
+  """Host side of generation: truncation, bucketing, batching and trimming around make_generate_fn.
+
+  With a mesh, params are expected sharded on it (checkpoint.load_for_inference(path, mesh)), each batch's rows
+  are split over its batch axes, and every process must call generate with the same prompts.
+  """
 
   def __init__(self, module, model_config, params, *, eot_id: int | None, pad_id: int = 0, batch_size: int = 16,
-               unroll_layers: bool = True):
+               unroll_layers: bool = True, mesh=None):
     model_config = gm.ModelConfig.of(model_config)
+    self.mesh = mesh or gs.single_device_mesh()
     if unroll_layers and model_config.scan_layers and type(module) is gm.GPTLM:
       # One token at a time, nn.scan's per-layer slicing of stacked weights and caches dominates the step; the
       # same model with plain per-layer params decodes about twice as fast (docs/eval.md), at a compile time
       # that grows with depth.
       model_config = dataclasses.replace(model_config, scan_layers=False)
-      module, params = gm.GPTLM(model_config), gm.unstack_layers(params, model_config.n_layers)
+      module = gm.GPTLM(model_config)
+      shardings = gs.param_shardings(gm.abstract_variables(module)['params'], self.mesh)
+      params = jax.jit(functools.partial(gm.unstack_layers, n_layers=model_config.n_layers),
+                       out_shardings=shardings)(params)
     self.model_config = model_config
     self.params = params
     self.eot_id = eot_id
     self.pad_id = pad_id
     self.batch_size = batch_size
-    self._generate = make_generate_fn(module, model_config, eot_id=eot_id, pad_id=pad_id)
+    self._generate = make_generate_fn(module, model_config, gs.replicated(self.mesh), eot_id=eot_id, pad_id=pad_id)
 
   def generate(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, rng: jax.Array,
                temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> list[Sample]:
@@ -183,16 +197,18 @@ class Sampler:
     prompts = [p[-max_prompt:] for p in prompts]
     modes = dict(max_new_tokens=max_new_tokens, top_k=top_k, greedy=temperature == 0, nucleus=top_p < 1)
     results = [None] * len(prompts)
-    for b, (indices, length, rows) in enumerate(
-        bucket_batches([len(p) for p in prompts], max_prompt, lambda _: self.batch_size)):
+    batches = bucket_batches([len(p) for p in prompts], max_prompt, lambda _: self.batch_size,
+                             gs.batch_shards(self.mesh))
+    for b, (indices, length, rows) in enumerate(batches):
       tokens = np.full((rows, length), self.pad_id, np.int32)
       lengths = np.ones((rows,), np.int32)  # padding rows: one pad token, results discarded
       for row, i in enumerate(indices):
         tokens[row, :len(prompts[i])] = prompts[i]
         lengths[row] = len(prompts[i])
-      out = jax.device_get(self._generate(
-          self.params, tokens, lengths, jax.random.fold_in(rng, b), jnp.float32(temperature),
-          jnp.float32(top_p), **modes))
+      with gs.activation_context(self.mesh):
+        out = jax.device_get(self._generate(
+            self.params, gs.global_rows(tokens, self.mesh), gs.global_rows(lengths, self.mesh),
+            jax.random.fold_in(rng, b), np.float32(temperature), np.float32(top_p), **modes))
       for row, i in enumerate(indices):
         n = int((~out.done[row]).sum())
         ended = self.eot_id is not None and n > 0 and out.tokens[row, n - 1] == self.eot_id
@@ -229,24 +245,62 @@ def generate_text(sampler: Sampler, tokenizer, prompts: Sequence[str], *, stop: 
   return samples
 
 
-def load_model(config, workdir: str | None, init: str, seed: int = 0):
-  """(config, module, params, step) from a run's latest checkpoint, or randomly initialised from a config.
+def inference_mesh(config, spec: str | None):
+  """The mesh evaluation and sampling run on: --mesh=data,fsdp,tensor (one of them may be -1), else the run's
+  own config.mesh, so a model that needed FSDP or tensor parallelism to train is loaded sharded the same way."""
+  mesh_config = config.mesh
+  if spec:
+    try:
+      data, fsdp, tensor = (int(x) for x in spec.split(','))
+    except ValueError:
+      raise ConfigError(f'--mesh={spec!r} must be three comma-separated sizes data,fsdp,tensor (one may be -1), '
+                        f'e.g. --mesh=-1,1,1.') from None
+    config = config.copy_and_resolve_references()
+    config.mesh.update(data=data, fsdp=fsdp, tensor=tensor, dcn_data=1, dcn_fsdp=1)
+    mesh_config = gcfg.validate(config).mesh
+  return gs.make_mesh(mesh_config)
+
+
+def load_model(config, workdir: str | None, init: str, seed: int = 0, mesh_spec: str | None = None):
+  """(config, module, params, step, mesh) from a run's latest checkpoint, or randomly initialised from a config.
 
   The entry points' shared loader: --workdir=runs/x reads the run's own config and params; --init=random with
-  --config=configs/<file>.py:<arg> builds a smoke-test model (step None).
+  --config=configs/<file>.py:<arg> builds a smoke-test model (step None). Params come sharded over
+  inference_mesh(config, mesh_spec).
   """
   if init == 'random':
     if config is None:
       raise ConfigError('--init=random needs --config=configs/<file>.py[:<arg>] to know the model shape.')
     config = gcfg.validate(config)
+    mesh = inference_mesh(config, mesh_spec)
     module = gm.GPTLM(config.model)
-    return config, module, gm.init_params(module, jax.random.key(seed)), None
+    shardings = gs.param_shardings(gm.abstract_variables(module)['params'], mesh)
+    return config, module, gm.init_params(module, jax.random.key(seed), shardings=shardings), None, mesh
   if init != 'checkpoint':
     raise ConfigError(f'--init={init!r} is not valid: use checkpoint (with --workdir) or random (with --config).')
   if not workdir:
     raise ConfigError('pass --workdir=runs/<run> to load a checkpoint, or --config=... --init=random for a smoke run.')
-  config, params, step = ckpt.load_for_inference(workdir)
-  return config, gm.GPTLM(config.model), params, step
+  mesh = inference_mesh(ckpt.load_config(workdir), mesh_spec)
+  config, params, step = ckpt.load_for_inference(workdir, mesh)
+  return config, gm.GPTLM(config.model), params, step, mesh
+
+
+def define_model_flags():
+  """The flags that choose the model and devices, shared by python -m gpt_jax.sample and python -m gpt_jax.eval."""
+  flags.DEFINE_string('workdir', None, 'run directory (or export_params directory) whose latest checkpoint and '
+                      'config are loaded.')
+  flags.DEFINE_enum('init', 'checkpoint', ['checkpoint', 'random'], 'where the parameters come from.')
+  flags.DEFINE_integer('seed', 0, 'init seed with --init=random (and the sampling seed of gpt_jax.sample).')
+  flags.DEFINE_string('mesh', None, 'data,fsdp,tensor sizes of the device mesh, one may be -1 (default: the '
+                      'config\'s mesh section), e.g. --mesh=-1,1,1 for data parallelism over all devices.')
+  gs.define_distributed_flags()
+
+
+def load_model_from_flags():
+  """initialize_distributed, then load_model from define_model_flags' flags and --config."""
+  f = flags.FLAGS
+  gs.initialize_distributed_from_flags()
+  return load_model(f.config, f.workdir, f.init, f.seed, f.mesh)
 
 
 def unescape(s: str) -> str:
@@ -257,14 +311,16 @@ def unescape(s: str) -> str:
 def main(argv):
   del argv
   f = flags.FLAGS
-  config, module, params, step = load_model(f.config, f.workdir, f.init, f.seed)
+  config, module, params, step, mesh = load_model_from_flags()
   tokenizer = tok_lib.load(config.data)
   sampler = Sampler(module, config.model, params, eot_id=tokenizer.eot_id, pad_id=tokenizer.pad_id,
-                    batch_size=f.batch_size)
+                    batch_size=f.batch_size, mesh=mesh)
   prompts = [unescape(p) for p in f.prompt] * f.num_samples
   samples = generate_text(sampler, tokenizer, prompts, stop=[unescape(s) for s in f.stop],
                           max_new_tokens=f.max_new_tokens, rng=jax.random.key(f.seed), temperature=f.temperature,
                           top_k=f.top_k, top_p=f.top_p)
+  if jax.process_index():
+    return  # every process decoded the same samples
   print(f'# step {step}, temperature {f.temperature}, top_k {f.top_k}, top_p {f.top_p}, seed {f.seed}')
   for prompt, s in zip(prompts, samples):
     note = ' (prompt cut from the left)' if s.prompt_truncated else ''
@@ -273,8 +329,7 @@ def main(argv):
 
 
 def define_flags():
-  flags.DEFINE_string('workdir', None, 'run directory whose latest checkpoint (and config) is loaded.')
-  flags.DEFINE_enum('init', 'checkpoint', ['checkpoint', 'random'], 'where the parameters come from.')
+  define_model_flags()
   flags.DEFINE_multi_string('prompt', [''], 'prompt text (repeatable; escapes like \\n are decoded).')
   flags.DEFINE_integer('num_samples', 1, 'completions per prompt.')
   flags.DEFINE_integer('max_new_tokens', 100, 'most tokens generated per completion.')
@@ -283,7 +338,6 @@ def define_flags():
   flags.DEFINE_float('top_p', 1.0, 'nucleus sampling mass (1: off).')
   flags.DEFINE_multi_string('stop', [], 'stop strings, applied after decoding (repeatable).')
   flags.DEFINE_integer('batch_size', 16, 'completions generated together.')
-  flags.DEFINE_integer('seed', 0, 'sampling seed (and init seed with --init=random).')
 
 
 if __name__ == '__main__':

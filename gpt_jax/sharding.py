@@ -13,6 +13,7 @@ import os
 
 import flax.linen as nn
 import jax
+from absl import flags
 import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -124,6 +125,18 @@ def batch_shards(mesh: Mesh) -> int:
   return math.prod(mesh.shape[axis] for axis in BATCH_AXES)
 
 
+def single_device_mesh() -> Mesh:
+  """A (1, 1, 1) mesh on the default device: one-device code runs through the same sharded paths."""
+  return Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1), MESH_AXES)
+
+
+def global_rows(array, mesh: Mesh) -> jax.Array:
+  """A host array that every process holds whole (an evaluation or sampling batch, built identically on each
+  host) as a global array with its rows split over the batch axes; rows must be a multiple of batch_shards."""
+  array = np.asarray(array)
+  return jax.make_array_from_callback(array.shape, batch_sharding(mesh), lambda index: array[index])
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
@@ -133,6 +146,18 @@ def activation_context(mesh: Mesh, rules=RULES):
   """Context in which the model's activation constraints resolve: `with activation_context(mesh): ...`."""
   with jax.set_mesh(mesh), nn.logical_axis_rules(list(rules)):
     yield
+
+
+def define_distributed_flags() -> None:
+  """--coordinator_address, --num_processes and --process_id, read by initialize_distributed_from_flags."""
+  flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 for multi-host runs.')
+  flags.DEFINE_integer('num_processes', None, 'Number of processes in a multi-host run.')
+  flags.DEFINE_integer('process_id', None, 'This process index in a multi-host run.')
+
+
+def initialize_distributed_from_flags() -> None:
+  f = flags.FLAGS
+  initialize_distributed(f.coordinator_address, f.num_processes, f.process_id)
 
 
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,

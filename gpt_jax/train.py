@@ -25,9 +25,7 @@ from gpt_jax.data import pipeline
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and TensorBoard logs.')
-flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 for multi-host runs.')
-flags.DEFINE_integer('num_processes', None, 'Number of processes in a multi-host run.')
-flags.DEFINE_integer('process_id', None, 'This process index in a multi-host run.')
+gs.define_distributed_flags()
 
 
 def bytes_per_token(tokenizer, batches) -> float:
@@ -64,10 +62,10 @@ def write_run_metadata(workdir: str, config, tokenizer) -> None:
       json.dump(meta, f, indent=2)
 
 
-def sample_text(config, params, tokenizer, n_tokens: int) -> str:
+def sample_text(config, params, tokenizer, n_tokens: int, mesh) -> str:
   """A short sample (temperature 0.8, top-k 40) from the end-of-text token, to eyeball progress."""
-  sampler = sample.Sampler(gm.GPTLM(config.model), config.model, jax.device_get(params), eot_id=tokenizer.eot_id,
-                           pad_id=tokenizer.pad_id, batch_size=1)
+  sampler = sample.Sampler(gm.GPTLM(config.model), config.model, params, eot_id=tokenizer.eot_id,
+                           pad_id=tokenizer.pad_id, batch_size=1, mesh=mesh)
   out = sampler.generate([[tokenizer.eot_id]], max_new_tokens=min(n_tokens, config.model.context - 1),
                          rng=jax.random.PRNGKey(config.train.seed), temperature=0.8, top_k=40)
   return tokenizer.decode(out[0].tokens)
@@ -80,22 +78,21 @@ def main(argv):
     raise app.UsageError('--workdir is required: the directory for checkpoints and logs, e.g. --workdir=runs/x.')
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO; --verbosity=0 brings it back
-  gs.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  gs.initialize_distributed_from_flags()
   config = gcfg.config_from_flags()
   os.makedirs(FLAGS.workdir, exist_ok=True)
   task = build_task(config)
   write_run_metadata(FLAGS.workdir, config, task.train_stream.tokenizer)
+  mesh = gs.make_mesh(config.mesh)
   try:
-    result = loop.train(config, FLAGS.workdir, task)
+    result = loop.train(config, FLAGS.workdir, task, mesh)
   except loop.TrainingStopped as error:
     print(f'error: {error}', file=sys.stderr)
     return 2
   if 'params' in result and config.train.sample_tokens:
-    if jax.process_count() == 1:
-      print('--- sample ---\n' + sample_text(config, result['params'], task.train_stream.tokenizer,
-                                               config.train.sample_tokens), flush=True)
-    elif jax.process_index() == 0:  # params span hosts; sampling them is a job of its own
-      print(f'sample: run python -m gpt_jax.sample --workdir={FLAGS.workdir} on one host.', flush=True)
+    text = sample_text(config, result['params'], task.train_stream.tokenizer, config.train.sample_tokens, mesh)
+    if jax.process_index() == 0:
+      print('--- sample ---\n' + text, flush=True)
   return 0
 
 

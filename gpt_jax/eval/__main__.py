@@ -24,9 +24,7 @@ from gpt_jax.data import tokenizer as tok_lib
 from gpt_jax.eval import fewshot
 from gpt_jax.eval import tasks as tasks_lib
 
-flags.DEFINE_string('workdir', None, 'run directory whose latest checkpoint (and config) is evaluated.')
-flags.DEFINE_enum('init', 'checkpoint', ['checkpoint', 'random'], 'where the parameters come from.')
-flags.DEFINE_integer('seed', 0, 'init seed with --init=random.')
+sample_lib.define_model_flags()
 flags.DEFINE_list('tasks', [], 'task specs: directories holding task.json, or .json spec files.')
 flags.DEFINE_list('num_fewshot', [], 'values of K to evaluate (default: each spec\'s num_fewshot).')
 flags.DEFINE_integer('fewshot_seed', 1234, 'seed of the demonstration draws.')
@@ -105,15 +103,18 @@ def main(argv):
     raise app.UsageError('pass --tasks=<task dir or spec.json>[,...] (or --make_gpt3_tasks=<dir>).')
   loaded = [tasks_lib.load_task(p) for p in task_paths]
 
-  config, module, params, step = sample_lib.load_model(FLAGS.config, FLAGS.workdir, FLAGS.init, FLAGS.seed)
+  config, module, params, step, mesh = sample_lib.load_model_from_flags()
   tokenizer = tok_lib.load(config.data)
-  scorer = fewshot.Scorer(module, params, config.model.context, FLAGS.batch_tokens)
+  scorer = fewshot.Scorer(module, params, config.model.context, FLAGS.batch_tokens, mesh=mesh)
   sampler = sample_lib.Sampler(module, config.model, params, eot_id=tokenizer.eot_id, pad_id=tokenizer.pad_id,
-                               batch_size=FLAGS.gen_batch_size)
+                               batch_size=FLAGS.gen_batch_size, mesh=mesh)
   output_dir = FLAGS.output_dir or (os.path.join(FLAGS.workdir, 'eval') if FLAGS.workdir else 'eval_results')
-  os.makedirs(output_dir, exist_ok=True)
+  main_process = jax.process_index() == 0  # every process computes the same reports; one writes them
+  if main_process:
+    os.makedirs(output_dir, exist_ok=True)
   settings = {'workdir': FLAGS.workdir, 'init': FLAGS.init, 'limit': FLAGS.limit, 'batch_tokens': FLAGS.batch_tokens,
-              'gen_batch_size': FLAGS.gen_batch_size, 'devices': str(jax.devices())}
+              'gen_batch_size': FLAGS.gen_batch_size, 'mesh': dict(mesh.shape), 'processes': jax.process_count(),
+              'devices': str(jax.devices())}
   run_config = json.loads(config.to_json_best_effort())
 
   reports = []
@@ -125,11 +126,13 @@ def main(argv):
       report.update(checkpoint_step=step, seconds=round(time.time() - start, 3), spec=task.spec.to_json(),
                     eval_settings=settings, config=run_config)
       path = os.path.join(output_dir, f'{task.spec.task}.{k}shot.json')
-      with open(path, 'w', encoding='utf-8') as f:
-        json.dump(_jsonable(report), f, indent=2)
       reports.append(report)
-      print(f'{task.spec.task} K={k}: {report["n"]} items in {report["seconds"]:.1f}s -> {path}', flush=True)
-  print(f'\ncheckpoint step {step}\n' + _summary(reports))
+      if main_process:
+        with open(path, 'w', encoding='utf-8') as f:
+          json.dump(_jsonable(report), f, indent=2)
+        print(f'{task.spec.task} K={k}: {report["n"]} items in {report["seconds"]:.1f}s -> {path}', flush=True)
+  if main_process:
+    print(f'\ncheckpoint step {step}\n' + _summary(reports))
 
 
 if __name__ == '__main__':

@@ -15,6 +15,7 @@ task is a few dozen forward passes and a handful of compiles. generate_until use
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from typing import Sequence
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gpt_jax import sample as sample_lib
+from gpt_jax import sharding as gs
 from gpt_jax.eval import metrics as metrics_lib
 from gpt_jax.eval.tasks import Task, TaskError, TaskSpec
 
@@ -112,14 +114,19 @@ def rolling_windows(token_ids: Sequence[int], max_len: int, prefix_id: int) -> l
 # Batched scoring.
 
 class Scorer:
-  """Summed log-probability and greediness of target spans, batched into padded [rows, length] buckets."""
+  """Summed log-probability and greediness of target spans, batched into padded [rows, length] buckets.
 
-  def __init__(self, module, params, max_len: int, batch_tokens: int = 4096):
+  With a mesh, params are expected sharded on it, each batch's rows are split over its batch axes (batch_tokens
+  is the whole mesh's), and every process must score the same requests.
+  """
+
+  def __init__(self, module, params, max_len: int, batch_tokens: int = 4096, mesh=None):
     self.params = params
     self.max_len = max_len
     self.batch_tokens = batch_tokens
+    self.mesh = mesh or gs.single_device_mesh()
 
-    @jax.jit
+    @functools.partial(jax.jit, out_shardings=gs.replicated(self.mesh))
     def score(params, inputs, targets, mask):
       # inputs, targets, mask: [B, T]; returns summed target log-probs [B] and whether every target is the argmax.
       logits = module.apply({'params': params}, inputs).astype(jnp.float32)  # [B, T, V]
@@ -137,8 +144,8 @@ class Scorer:
     """
     logliks, greedy = np.zeros(len(requests)), np.zeros(len(requests), bool)
     lengths = [len(t) - 1 for t, _ in requests]
-    for indices, length, rows in sample_lib.bucket_batches(lengths, self.max_len,
-                                                           lambda t: self.batch_tokens // t):
+    for indices, length, rows in sample_lib.bucket_batches(lengths, self.max_len, lambda t: self.batch_tokens // t,
+                                                           gs.batch_shards(self.mesh)):
       inputs = np.zeros((rows, length), np.int32)
       targets = np.zeros((rows, length), np.int32)
       mask = np.zeros((rows, length), bool)
@@ -147,7 +154,9 @@ class Scorer:
         n = len(tokens) - 1
         inputs[row, :n], targets[row, :n] = tokens[:-1], tokens[1:]
         mask[row, n - n_target:n] = True
-      ll, gr = jax.device_get(self._score(self.params, inputs, targets, mask))
+      with gs.activation_context(self.mesh):
+        ll, gr = jax.device_get(self._score(self.params, *(gs.global_rows(a, self.mesh)
+                                                           for a in (inputs, targets, mask))))
       logliks[indices], greedy[indices] = ll[:len(indices)], gr[:len(indices)]
     return logliks, greedy
 
