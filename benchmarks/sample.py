@@ -3,7 +3,7 @@
 Both models are randomly initialised with the same GPT-2 shapes (no download) and decode the same batch of
 prompts greedily with a KV cache for exactly --new_tokens tokens. Prints tokens/s of each and their ratio.
 The default shapes are configs/tiny.py:mini with the byte tokenizer, the model this project samples on CPU;
-docs/eval.md lists the figures at other shapes (GPT-2's vocabulary, GPT-2 small).
+docs/performance.md lists the figures at other shapes (GPT-2's vocabulary, batch 1).
 
     python -m benchmarks.sample
     python -m benchmarks.sample --vocab_size=50257

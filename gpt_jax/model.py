@@ -5,9 +5,10 @@ and the reward / value / classifier heads (heads.py) are separate modules with t
 'trunk' checkpoint initialises any of them. Parameters and key activations carry logical axis names; only
 sharding.py maps them to mesh axes.
 
-Decoding uses an explicit cache pytree {'k', 'v': n_layers arrays [batch, n_heads, max_length, d_head] each,
-'end': [batch]}: each call appends its tokens at row b's offset end[b] and returns the cache with end advanced.
-One array per layer (not one stacked array) lets a decode loop update each layer's cache in place.
+Decoding uses an explicit cache pytree {'k', 'v', 'end': [batch]} built by init_cache: each call appends its tokens
+at row b's offset end[b] and returns the cache with end advanced. 'k' and 'v' follow the layer layout: one
+[n_layers, batch, n_heads, max_length, d_head] array for scanned layers (what nn.scan slices), a tuple of n_layers
+[batch, n_heads, max_length, d_head] arrays for unrolled ones, so a decode loop updates each layer's in place.
 """
 
 from __future__ import annotations
@@ -295,11 +296,11 @@ class Transformer(nn.Module):
     if cache is not None:
       start = cache['end']
       positions = start[:, None] + jnp.arange(length)[None, :]
-      max_length = cache['k'][0].shape[2]
+      max_length = cache['k'][0].shape[-2]
       k_pos = jnp.broadcast_to(jnp.arange(max_length), (batch, max_length))
       ctx = dict(q_pos=positions, k_pos=k_pos, k_valid=k_pos < (start + length)[:, None], write_start=start,
                  q_segment=None, k_segment=None)
-      layer_caches = (tuple(cache['k']), tuple(cache['v']))
+      layer_caches = (cache['k'], cache['v'])
     else:
       if positions is None:
         positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
@@ -315,10 +316,7 @@ class Transformer(nn.Module):
     x = _constrain(self.drop(x), ('act_batch', 'act_length', 'act_embed'))
     windows = cfg.layer_windows()
     if cfg.scan_layers:
-      stacked = None if layer_caches is None else tuple(jnp.stack(c) for c in layer_caches)
-      x, new_caches = self.blocks(x, (windows, stacked), ctx)
-      if new_caches is not None:
-        new_caches = tuple(tuple(c) for c in new_caches)
+      x, new_caches = self.blocks(x, (windows, layer_caches), ctx)
     else:
       per_layer = []
       for i, block in enumerate(self.blocks):
@@ -387,14 +385,18 @@ def unstack_layers(params, n_layers: int):
 
 
 def init_cache(config, batch_size: int, max_length: int, dtype=None):
-  """An empty KV cache for `batch_size` rows of up to `max_length` positions (at most the model context)."""
+  """An empty KV cache for `batch_size` rows of up to `max_length` positions (at most the model context), laid
+  out for config's scanned or unrolled layers (see the module docstring)."""
   cfg = ModelConfig.of(config)
   if max_length > cfg.context:
     raise ValueError(f'max_length={max_length} exceeds model.context={cfg.context}: shorten the prompt or '
                      f'max new tokens.')
   shape = (batch_size, cfg.n_heads, max_length, cfg.d_head)
   dtype = dtype or jnp.dtype(cfg.dtype)
-  layers = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layers))
+  if cfg.scan_layers:
+    layers = lambda: jnp.zeros((cfg.n_layers, *shape), dtype)
+  else:
+    layers = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layers))
   return dict(k=layers(), v=layers(), end=jnp.zeros((batch_size,), jnp.int32))
 
 

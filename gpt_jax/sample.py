@@ -60,14 +60,15 @@ def bucket_batches(lengths: Sequence[int], max_len: int, batch_for_length,
   """Groups items into (indices, padded length, rows) batches, longest first.
 
   Lengths are padded to a power of two (at least MIN_BUCKET, at most max_len) and rows to a power of two (at most
-  batch_for_length(length)), so a task of thousands of items compiles a handful of shapes, not one per item. Rows
-  are then rounded up to a multiple of row_multiple (the mesh's batch shards); extra rows are padding.
+  batch_for_length(length), rounded down to a multiple of row_multiple but at least row_multiple), so a task of
+  thousands of items compiles a handful of shapes, not one per item. Rows are then rounded up to a multiple of
+  row_multiple (the mesh's batch shards); extra rows are padding.
   """
   order = np.argsort(-np.asarray(lengths), kind='stable')
   batches, start = [], 0
   while start < len(order):
     length = min(max_len, max(MIN_BUCKET, next_pow2(int(lengths[order[start]]))))
-    capacity = max(1, batch_for_length(length))
+    capacity = max(row_multiple, batch_for_length(length) // row_multiple * row_multiple)
     indices = order[start:start + capacity]
     rows = min(capacity, next_pow2(len(indices)))
     batches.append((indices, length, -(-rows // row_multiple) * row_multiple))
@@ -110,12 +111,12 @@ def sample_token(logits: jax.Array, rng: jax.Array, temperature: jax.Array, top_
   return token.astype(jnp.int32), logprob, raw_logprob
 
 
-def make_generate_fn(module, model_config, out_sharding, *, eot_id: int | None, pad_id: int = 0):
+def make_generate_fn(module, model_config, out_sharding=None, *, eot_id: int | None, pad_id: int = 0):
   """The jitted core: (params, prompts [B, P], prompt_lengths [B], rng, temperature, top_p) -> Generation.
 
   Static (keyword) arguments: max_new_tokens, top_k (0: off), greedy, nucleus (apply top_p). P + max_new_tokens - 1
   must not exceed model_config.context. Rows past their prompt length are padding and never attended to. The
-  outputs are placed with out_sharding (replicated, so every process can read them).
+  outputs are placed with out_sharding (the Sampler replicates them, so every process can read them).
   """
   cache_dtype = jnp.dtype(model_config.dtype)
 
@@ -157,14 +158,15 @@ def make_generate_fn(module, model_config, out_sharding, *, eot_id: int | None, 
 class Sampler:
   """Host side of generation: truncation, bucketing, batching and trimming around make_generate_fn.
 
-  With a mesh, params are expected sharded on it (checkpoint.load_for_inference(path, mesh)), each batch's rows
-  are split over its batch axes, and every process must call generate with the same prompts.
+  It runs on mesh (default: the mesh params are sharded on, else one device); params are expected sharded on it
+  (checkpoint.load_for_inference(path, mesh)). Each batch's rows are split over the mesh's batch axes, and with
+  several processes every one must call generate with the same prompts.
   """
 
   def __init__(self, module, model_config, params, *, eot_id: int | None, pad_id: int = 0, batch_size: int = 16,
                unroll_layers: bool = True, mesh=None):
     model_config = gm.ModelConfig.of(model_config)
-    self.mesh = mesh or gs.single_device_mesh()
+    self.mesh = mesh or gs.mesh_of(params)
     if unroll_layers and model_config.scan_layers and type(module) is gm.GPTLM:
       # One token at a time, nn.scan's per-layer slicing of stacked weights and caches dominates the step; the
       # same model with plain per-layer params decodes about twice as fast (docs/eval.md), at a compile time
@@ -174,6 +176,7 @@ class Sampler:
       shardings = gs.param_shardings(gm.abstract_variables(module)['params'], self.mesh)
       params = jax.jit(functools.partial(gm.unstack_layers, n_layers=model_config.n_layers),
                        out_shardings=shardings)(params)
+    self.module = module
     self.model_config = model_config
     self.params = params
     self.eot_id = eot_id
@@ -248,17 +251,23 @@ def generate_text(sampler: Sampler, tokenizer, prompts: Sequence[str], *, stop: 
 def inference_mesh(config, spec: str | None):
   """The mesh evaluation and sampling run on: --mesh=data,fsdp,tensor (one of them may be -1), else the run's
   own config.mesh, so a model that needed FSDP or tensor parallelism to train is loaded sharded the same way."""
-  mesh_config = config.mesh
   if spec:
     try:
       data, fsdp, tensor = (int(x) for x in spec.split(','))
     except ValueError:
-      raise ConfigError(f'--mesh={spec!r} must be three comma-separated sizes data,fsdp,tensor (one may be -1), '
+      raise ConfigError(f'--mesh={spec} must be three comma-separated sizes data,fsdp,tensor (one may be -1), '
                         f'e.g. --mesh=-1,1,1.') from None
     config = config.copy_and_resolve_references()
     config.mesh.update(data=data, fsdp=fsdp, tensor=tensor, dcn_data=1, dcn_fsdp=1)
-    mesh_config = gcfg.validate(config).mesh
-  return gs.make_mesh(mesh_config)
+  try:
+    return gs.make_mesh(gcfg.validate(config).mesh)
+  except ConfigError as error:
+    reason = str(error).rstrip('.')
+    if spec:
+      raise ConfigError(f'--mesh={spec} does not fit the {jax.device_count()} devices and this model ({reason}); '
+                        f'give other data,fsdp,tensor sizes, e.g. --mesh=-1,1,1.') from None
+    raise ConfigError(f'the run\'s own mesh does not fit the {jax.device_count()} devices here ({reason}); pass '
+                      f'--mesh=data,fsdp,tensor, e.g. --mesh=-1,1,1.') from None
 
 
 def load_model(config, workdir: str | None, init: str, seed: int = 0, mesh_spec: str | None = None):

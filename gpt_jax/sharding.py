@@ -126,8 +126,16 @@ def batch_shards(mesh: Mesh) -> int:
 
 
 def single_device_mesh() -> Mesh:
-  """A (1, 1, 1) mesh on the default device: one-device code runs through the same sharded paths."""
-  return Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1), MESH_AXES)
+  """A (1, 1, 1) mesh on this process's first device: one-device code runs through the same sharded paths."""
+  return Mesh(np.asarray(jax.local_devices()[:1]).reshape(1, 1, 1), MESH_AXES)
+
+
+def mesh_of(tree) -> Mesh:
+  """The mesh a pytree of arrays is sharded on (that of its first NamedSharding), else single_device_mesh()."""
+  for leaf in jax.tree.leaves(tree):
+    if isinstance(getattr(leaf, 'sharding', None), NamedSharding):
+      return leaf.sharding.mesh
+  return single_device_mesh()
 
 
 def global_rows(array, mesh: Mesh) -> jax.Array:

@@ -40,7 +40,7 @@ def model():
   return config, module, jax.device_get(params)
 
 
-def _on_mesh(config, module, params, mesh):
+def _on_mesh(module, params, mesh):
   shardings = gs.param_shardings(gm.abstract_variables(module)['params'], mesh)
   return jax.device_put(params, shardings)
 
@@ -58,23 +58,23 @@ def test_sharded_scorer_equals_one_device(model, shape):
                                                             (33, 1), (9, 2)]]
   single = fewshot.Scorer(module, params, 64, batch_tokens=256).score(requests)
   mesh = _mesh(*shape)
-  sharded_params = _on_mesh(config, module, params, mesh)
+  sharded_params = _on_mesh(module, params, mesh)
   assert _split_leaves(sharded_params)
-  sharded = fewshot.Scorer(module, sharded_params, 64, batch_tokens=256, mesh=mesh).score(requests)
+  sharded = fewshot.Scorer(module, sharded_params, 64, batch_tokens=256).score(requests)  # mesh from the params
   np.testing.assert_allclose(sharded[0], single[0], rtol=1e-5, atol=1e-4)
   np.testing.assert_array_equal(sharded[1], single[1])
 
 
-@pytest.mark.parametrize('temperature,top_k', [(0.0, 0), (0.9, 20)])
-def test_sharded_sampler_equals_one_device(model, temperature, top_k):
+@pytest.mark.parametrize('shape,temperature,top_k', [((2, 2, 2), 0.0, 0), ((1, 2, 4), 0.0, 0), ((2, 2, 2), 0.9, 20)])
+def test_sharded_sampler_equals_one_device(model, shape, temperature, top_k):
   config, module, params = model
   prompts = [[72, 101, 108, 108, 111], [7], list(range(30, 50))]
   kwargs = dict(max_new_tokens=8, rng=jax.random.key(5), temperature=temperature, top_k=top_k)
   make = lambda p, mesh=None: sample.Sampler(module, config.model, p, eot_id=None, pad_id=TOK.pad_id,
                                              batch_size=2, mesh=mesh)
   single = make(params).generate(prompts, **kwargs)
-  mesh = _mesh(2, 2, 2)
-  sharded = make(_on_mesh(config, module, params, mesh), mesh).generate(prompts, **kwargs)
+  mesh = _mesh(*shape)
+  sharded = make(_on_mesh(module, params, mesh), mesh).generate(prompts, **kwargs)
   for a, b in zip(sharded, single):
     np.testing.assert_array_equal(a.tokens, b.tokens)
     np.testing.assert_allclose(a.raw_logprobs, b.raw_logprobs, rtol=1e-4, atol=1e-4)
@@ -93,12 +93,19 @@ def test_load_for_inference_places_params_on_the_mesh(model, tmp_path):
   jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), y), loaded, params)
 
 
-def test_bad_mesh_flag_is_one_sentence():
-  config = tiny_config()
-  with pytest.raises(gs.ConfigError, match='--mesh'):
-    sample.inference_mesh(config, '2,2')
-  with pytest.raises(gs.ConfigError, match='mesh'):
-    sample.inference_mesh(config, '3,1,1')  # 3 does not divide the 8 devices
+@pytest.mark.parametrize('spec,reason', [('2,2', 'three comma-separated sizes'), ('3,1,1', 'has 3 devices'),
+                                         ('0,1,1', 'positive integer'), ('1,1,3', 'not divisible')])
+def test_bad_mesh_flag_is_one_sentence_naming_it(spec, reason):
+  with pytest.raises(gs.ConfigError) as error:
+    sample.inference_mesh(tiny_config(), spec)
+  message = str(error.value)
+  assert message.startswith(f'--mesh={spec} ') and reason in message and '--mesh=-1,1,1' in message
+  assert message.replace('e.g. ', '').count('. ') == 0 and '\n' not in message
+
+
+def test_a_saved_mesh_that_does_not_fit_points_to_the_flag():
+  with pytest.raises(gs.ConfigError, match=r"run's own mesh .* pass --mesh=data,fsdp,tensor"):
+    sample.inference_mesh(tiny_config(mesh__data=16, mesh__fsdp=1), None)
 
 
 def _free_port():

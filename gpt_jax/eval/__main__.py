@@ -15,10 +15,13 @@ import math
 import os
 import time
 
+import jax
 from absl import app, flags
+from jax.experimental import multihost_utils
 
 from gpt_jax import config as gcfg
 from gpt_jax import sample as sample_lib
+from gpt_jax import sharding as gs
 from gpt_jax.data import sources
 from gpt_jax.data import tokenizer as tok_lib
 from gpt_jax.eval import fewshot
@@ -29,8 +32,9 @@ flags.DEFINE_list('tasks', [], 'task specs: directories holding task.json, or .j
 flags.DEFINE_list('num_fewshot', [], 'values of K to evaluate (default: each spec\'s num_fewshot).')
 flags.DEFINE_integer('fewshot_seed', 1234, 'seed of the demonstration draws.')
 flags.DEFINE_integer('limit', None, 'evaluate only the first N documents of each task (smoke runs).')
-flags.DEFINE_integer('batch_tokens', 4096, 'tokens per scoring forward pass (rows = batch_tokens // length); '
-                     'the logits take batch_tokens * vocab * 4 bytes.')
+flags.DEFINE_integer('batch_tokens', 4096, 'tokens per scoring forward pass over the whole mesh (rows = '
+                     'batch_tokens // length, at least one per batch shard); the logits take about '
+                     'batch_tokens * vocab * 4 bytes.')
 flags.DEFINE_integer('gen_batch_size', 32, 'prompts decoded together for generate_until tasks.')
 flags.DEFINE_string('output_dir', None, 'where reports go (default: <workdir>/eval, or ./eval_results).')
 flags.DEFINE_string('make_gpt3_tasks', None, 'write the 15 GPT-3 Section 3.9 tasks into this directory '
@@ -89,27 +93,31 @@ def _summary(reports: list[dict]) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  import jax
+  gs.initialize_distributed_from_flags()
+  main_process = jax.process_index() == 0  # every process computes the same reports; one writes them
 
   task_paths = list(FLAGS.tasks)
   if FLAGS.make_gpt3_tasks:
-    words = tasks_lib.word_list(_corpus_texts(), FLAGS.n_words)
-    written = tasks_lib.write_gpt3_tasks(FLAGS.make_gpt3_tasks, words, FLAGS.task_seed)
-    print(f'wrote {len(written)} GPT-3 tasks ({len(words)} scrambling words) to {FLAGS.make_gpt3_tasks}')
-    task_paths = task_paths or written
+    if main_process:
+      words = tasks_lib.word_list(_corpus_texts(), FLAGS.n_words)
+      written = tasks_lib.write_gpt3_tasks(FLAGS.make_gpt3_tasks, words, FLAGS.task_seed)
+      print(f'wrote {len(written)} GPT-3 tasks ({len(words)} scrambling words) to {FLAGS.make_gpt3_tasks}')
+    multihost_utils.sync_global_devices('gpt3 tasks written')  # the others read them only once they are whole
+    task_paths = task_paths or tasks_lib.gpt3_task_dirs(FLAGS.make_gpt3_tasks)
     if not FLAGS.workdir and FLAGS.init != 'random':
       return
   if not task_paths:
     raise app.UsageError('pass --tasks=<task dir or spec.json>[,...] (or --make_gpt3_tasks=<dir>).')
   loaded = [tasks_lib.load_task(p) for p in task_paths]
 
-  config, module, params, step, mesh = sample_lib.load_model_from_flags()
+  config, module, params, step, mesh = sample_lib.load_model(FLAGS.config, FLAGS.workdir, FLAGS.init, FLAGS.seed,
+                                                             FLAGS.mesh)
   tokenizer = tok_lib.load(config.data)
-  scorer = fewshot.Scorer(module, params, config.model.context, FLAGS.batch_tokens, mesh=mesh)
   sampler = sample_lib.Sampler(module, config.model, params, eot_id=tokenizer.eot_id, pad_id=tokenizer.pad_id,
                                batch_size=FLAGS.gen_batch_size, mesh=mesh)
+  del params  # the scorer shares the sampler's copy (layers unrolled: the same function), so one copy is held
+  scorer = fewshot.Scorer(sampler.module, sampler.params, config.model.context, FLAGS.batch_tokens, mesh=mesh)
   output_dir = FLAGS.output_dir or (os.path.join(FLAGS.workdir, 'eval') if FLAGS.workdir else 'eval_results')
-  main_process = jax.process_index() == 0  # every process computes the same reports; one writes them
   if main_process:
     os.makedirs(output_dir, exist_ok=True)
   settings = {'workdir': FLAGS.workdir, 'init': FLAGS.init, 'limit': FLAGS.limit, 'batch_tokens': FLAGS.batch_tokens,

@@ -116,15 +116,16 @@ def rolling_windows(token_ids: Sequence[int], max_len: int, prefix_id: int) -> l
 class Scorer:
   """Summed log-probability and greediness of target spans, batched into padded [rows, length] buckets.
 
-  With a mesh, params are expected sharded on it, each batch's rows are split over its batch axes (batch_tokens
-  is the whole mesh's), and every process must score the same requests.
+  It runs on mesh (default: the mesh params are sharded on, else one device); each batch's rows are split over
+  the mesh's batch axes (batch_tokens is the whole mesh's), and with several processes every one must score the
+  same requests.
   """
 
   def __init__(self, module, params, max_len: int, batch_tokens: int = 4096, mesh=None):
     self.params = params
     self.max_len = max_len
     self.batch_tokens = batch_tokens
-    self.mesh = mesh or gs.single_device_mesh()
+    self.mesh = mesh or gs.mesh_of(params)
 
     @functools.partial(jax.jit, out_shardings=gs.replicated(self.mesh))
     def score(params, inputs, targets, mask):

@@ -283,6 +283,12 @@ def scramble_examples(name: str, words: Sequence[str], seed: int = 0) -> list[di
   return [{'context': f'\n{scramble(name, w, rng)} =', 'completion': f' {w}'} for w in words]
 
 
+def gpt3_task_dirs(directory: str) -> list[str]:
+  """Where write_gpt3_tasks(directory, ...) puts the fifteen tasks, in its order."""
+  names = [task for task, _, _ in ARITHMETIC_TASKS.values()] + list(SCRAMBLE_TASKS.values())
+  return [os.path.join(directory, name) for name in names]
+
+
 def write_gpt3_tasks(directory: str, words: Sequence[str], seed: int = 0,
                      n_arithmetic: int = ARITHMETIC_N) -> list[str]:
   """Writes the ten arithmetic and five word-scrambling tasks as task directories; returns their paths.
