@@ -309,10 +309,10 @@ class Transformer(nn.Module):
       ctx['k_pos'] = ctx['q_pos']
       layer_caches = None
     # Gathering rows from a vocab/FSDP-sharded table makes the partitioner replicate it anyway; doing so explicitly
-    # (the same all-gather FSDP does for every matmul) avoids its slow fallback.
+    # (the same all-gather FSDP does for every matmul) avoids its slow fallback. Likewise for the position table.
     table = _constrain(self.wte.embedding, (None, None))
     x = (jnp.take(table, tokens, axis=0).astype(cfg.dtype)
-         + jnp.take(self.wpe, positions, axis=0).astype(cfg.dtype))
+         + jnp.take(_constrain(self.wpe, (None, None)), positions, axis=0).astype(cfg.dtype))
     x = _constrain(self.drop(x), ('act_batch', 'act_length', 'act_embed'))
     windows = cfg.layer_windows()
     if cfg.scan_layers:
