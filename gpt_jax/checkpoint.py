@@ -3,9 +3,11 @@
 A checkpoint step holds three items: 'params', 'train' (optimizer state, step, tokens seen, RNG, skip counters)
 and 'data' (the iterator's JSON state), so inference and fine-tuning can read params alone. The run's config is
 written once as <workdir>/config.json. Orbax writes each step into a temporary directory and renames it when
-complete, so a kill -9 never leaves a step that looks finished; a finished step that fails to restore (corrupted on
-disk) is moved aside to <step>.corrupt and the one before it is used. Good checkpoints are only ever deleted by
-the keep policy (last `keep`, plus every `keep_every`-th step).
+complete, so a kill -9 never leaves a step that looks finished. Before a step is restored, the paths and shapes
+it stores are compared with the ones asked for: a step written for another model (another config, or an older
+parameter layout) is refused with one sentence, never mistaken for corruption. A step that fits but fails to
+restore (corrupted on disk) is moved aside to <step>.corrupt and the one before it is used. Good checkpoints are
+only ever deleted by the keep policy (last `keep`, plus every `keep_every`-th step).
 """
 
 from __future__ import annotations
@@ -27,8 +29,32 @@ from gpt_jax import model as gm
 from gpt_jax import sharding as gs
 
 CONFIG_FILE = 'config.json'
-# What orbax says when a checkpoint is intact but has another structure or shapes than the state asked for.
-_MISMATCH_MARKERS = ('Structure mismatch', 'not compatible', 'Requested shape', 'Dict key mismatch')
+# What orbax says when a checkpoint is intact but has another structure or shapes than the state asked for; a
+# second line of defence behind the metadata comparison (difference()), so that such a step is never quarantined.
+_MISMATCH_MARKERS = ('Structure mismatch', 'not compatible', 'Requested shape', 'Dict key mismatch',
+                     'do not match')
+_HANDLERS = {'params': ocp.StandardCheckpointHandler, 'train': ocp.StandardCheckpointHandler,
+             'data': ocp.JsonCheckpointHandler}
+
+
+def _leaf_shapes(tree) -> dict[str, tuple[int, ...]]:
+  return {'/'.join(gs.path_keys(path)): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def difference(stored, expected) -> str | None:
+  """The first difference between a checkpoint item's stored tree (orbax metadata) and the tree asked for, in
+  words, or None when every path and shape agrees."""
+  have, want = _leaf_shapes(stored), _leaf_shapes(expected)
+  if extra := sorted(have.keys() - want.keys()):
+    note = ('; attn/query, key and value have since been fused into one attn/qkv kernel'
+            if any('/attn/query/' in key for key in extra) else '')
+    return f'it stores {extra[0]}, which this model does not have{note}'
+  if missing := sorted(want.keys() - have.keys()):
+    return f'it lacks {missing[0]}'
+  for key in sorted(want):
+    if have[key] != want[key]:
+      return f'{key} has shape {have[key]} there and {want[key]} here'
+  return None
 
 
 def absolute(path: str) -> epath.Path:
@@ -44,7 +70,8 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=ckpt_config.keep, keep_period=ckpt_config.keep_every or None, create=True,
         enable_async_checkpointing=ckpt_config.use_async, cleanup_tmp_directories=True)
-    self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=('params', 'train', 'data'))
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_handlers={name: handler() for name, handler in _HANDLERS.items()})
 
   def save(self, step: int, params, train_state, data_state: dict, force: bool = False) -> bool:
     return self.manager.save(step, args=ocp.args.Composite(
@@ -54,6 +81,16 @@ class Checkpointer:
   def restore_latest(self, abstract_params, abstract_train):
     """(params, train_state, data_state, step) of the newest checkpoint that restores, or None if there is none."""
     for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        stored = self.manager.item_metadata(step)
+        mismatch = difference(stored['params'], abstract_params) or difference(stored['train'], abstract_train)
+      except Exception:  # noqa: BLE001 -- unreadable metadata: corrupt, handled with the restore failures below
+        mismatch = None
+      if mismatch:
+        raise gcfg.ConfigError(
+            f'checkpoint step {step} in {self.directory} does not match this config ({mismatch}): resume with the '
+            f'config (and gpt_jax version) it was written with ({self.directory.parent / CONFIG_FILE}) or use a new '
+            f'--workdir.')
       try:
         restored = self.manager.restore(step, args=ocp.args.Composite(
             params=ocp.args.StandardRestore(abstract_params), train=ocp.args.StandardRestore(abstract_train),
@@ -121,12 +158,26 @@ def load_for_inference(path: str, mesh=None):
   path = absolute(path)
   config = load_config(str(path))
   abstract = _abstract_params(config, mesh)
+
+  def check(stored, what: str):
+    if mismatch := difference(stored, abstract):
+      raise gcfg.ConfigError(f'{what} does not fit the model its {path / CONFIG_FILE} describes ({mismatch}): it was '
+                             f'written by a gpt_jax with another parameter layout; train or export it again.')
+
   if (path / 'params').exists():
     with ocp.StandardCheckpointer() as checkpointer:
+      check(checkpointer.metadata(path / 'params').item_metadata, f'the exported params in {path}')
       return config, checkpointer.restore(path / 'params', abstract), int((path / 'step').read_text())
   options = ocp.CheckpointManagerOptions(create=False, read_only=True)
-  with ocp.CheckpointManager(path / 'checkpoints', options=options, item_names=('params',)) as manager:
+  with ocp.CheckpointManager(path / 'checkpoints', options=options,
+                             item_handlers={'params': ocp.StandardCheckpointHandler()}) as manager:
     for step in sorted(manager.all_steps(), reverse=True):
+      try:
+        stored = manager.item_metadata(step)['params']
+      except Exception:  # noqa: BLE001 -- unreadable metadata: corrupt, like a failed restore below
+        stored = None
+      if stored is not None:
+        check(stored, f'checkpoint step {step} in {path / "checkpoints"}')
       try:
         restored = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))
         return config, restored['params'], step

@@ -137,19 +137,25 @@ def _layer_norm(cfg: ModelConfig, name: str):
       scale_init=_logical(nn.initializers.ones, ('embed',)), bias_init=_logical(nn.initializers.zeros, ('embed',)))
 
 
-class HeadProjection(nn.Module):
-  """[batch, length, d_model] -> [batch, length, n_heads, d_head], kernel [embed, heads, head_dim]."""
+class QKVProjection(nn.Module):
+  """[batch, length, d_model] -> q, k, v, each [batch, length, n_heads, d_head], from one fused matmul.
+
+  The kernel is [embed, heads, 3, head_dim]: one [d_model, 3 n_heads d_head] matmul instead of three (the
+  per-token decode step is dominated by per-matmul cost), and heads stay the major sharded axis, so tensor
+  parallelism gives each device whole heads with their q, k and v.
+  """
   cfg: ModelConfig
 
   @nn.compact
   def __call__(self, x):
     cfg = self.cfg
-    kernel = self.param('kernel', _logical(_dense_init(cfg.init_std), ('embed', 'heads', 'head_dim')),
-                        (cfg.d_model, cfg.n_heads, cfg.d_head), jnp.dtype(cfg.param_dtype))
-    bias = self.param('bias', _logical(nn.initializers.zeros, ('heads', 'head_dim')), (cfg.n_heads, cfg.d_head),
-                      jnp.dtype(cfg.param_dtype))
+    kernel = self.param('kernel', _logical(_dense_init(cfg.init_std), ('embed', 'heads', None, 'head_dim')),
+                        (cfg.d_model, cfg.n_heads, 3, cfg.d_head), jnp.dtype(cfg.param_dtype))
+    bias = self.param('bias', _logical(nn.initializers.zeros, ('heads', None, 'head_dim')),
+                      (cfg.n_heads, 3, cfg.d_head), jnp.dtype(cfg.param_dtype))
     y = dense(x.astype(cfg.dtype), kernel.reshape(cfg.d_model, -1).astype(cfg.dtype))
-    return y.reshape(*x.shape[:-1], cfg.n_heads, cfg.d_head) + bias.astype(cfg.dtype)
+    y = y.reshape(*x.shape[:-1], cfg.n_heads, 3, cfg.d_head) + bias.astype(cfg.dtype)
+    return y[..., 0, :], y[..., 1, :], y[..., 2, :]
 
 
 class OutputProjection(nn.Module):
@@ -176,9 +182,7 @@ class Attention(nn.Module):
     # x: [batch, length, d_model]; layer_cache: None or (k, v), each [batch, n_heads, max_length, d_head].
     cfg = self.cfg
     names = ('act_batch', 'act_length', 'act_heads', None)
-    q = _constrain(HeadProjection(cfg, name='query')(x), names)
-    k = _constrain(HeadProjection(cfg, name='key')(x), names)
-    v = _constrain(HeadProjection(cfg, name='value')(x), names)
+    q, k, v = (_constrain(y, names) for y in QKVProjection(cfg, name='qkv')(x))
     new_cache = None
     if layer_cache is not None:
       # The cache is heads-major, [batch, n_heads, max_length, d_head]: attention reads it without a transpose,
@@ -296,7 +300,7 @@ class Transformer(nn.Module):
     if cache is not None:
       start = cache['end']
       positions = start[:, None] + jnp.arange(length)[None, :]
-      max_length = cache['k'][0].shape[-2]
+      max_length = jax.tree.leaves(cache['k'])[0].shape[-2]
       k_pos = jnp.broadcast_to(jnp.arange(max_length), (batch, max_length))
       ctx = dict(q_pos=positions, k_pos=k_pos, k_valid=k_pos < (start + length)[:, None], write_start=start,
                  q_segment=None, k_segment=None)
@@ -352,11 +356,15 @@ class GPTLM(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, tokens, *, positions=None, segment_ids=None, cache=None):
+  def __call__(self, tokens, *, positions=None, segment_ids=None, cache=None, logits_at=None):
+    """logits_at: optional [batch] positions; then only row b's logits at logits_at[b] are computed, [batch, 1,
+    padded_vocab] (a prefill needs just the last prompt token's, and the head is its largest matmul)."""
     cfg = ModelConfig.of(self.config)
     trunk = Transformer(cfg, self.deterministic, name='trunk')
     out = trunk(tokens, positions=positions, segment_ids=segment_ids, cache=cache)
     hidden, new_cache = out if cache is not None else (out, None)
+    if logits_at is not None:
+      hidden = jnp.take_along_axis(hidden, logits_at[:, None, None], axis=1)
     logits = lm_logits(self, trunk, hidden)
     return logits if cache is None else (logits, new_cache)
 
@@ -382,6 +390,30 @@ def unstack_layers(params, n_layers: int):
   for i in range(n_layers):
     trunk[f'block_{i}'] = jax.tree.map(lambda x, i=i: x[i], blocks)
   return dict(params, trunk=trunk)
+
+
+def decoding_layout(config, vocab_multiple: int = 1) -> tuple[ModelConfig, Any]:
+  """(config, convert) for the same GPTLM laid out for one-token-at-a-time decoding; convert(params) maps params.
+
+  - Layers are unrolled: under nn.scan every token slices each layer's weights and cache out of stacked arrays.
+  - The LM head is its own [d_model, vocab] matrix (a tied one is copied): XLA:CPU took twice as long or more to
+    read the [vocab, d_model] table transposed at batch-8 decode shapes (docs/performance.md).
+  - The vocabulary is padded only to a multiple of vocab_multiple (the mesh's tensor axis), not of 128: with no
+    padding ids there is nothing to mask, and masking updates (and copies) the whole logits array every token.
+  Token ids below vocab_size get the same logits from both models.
+  """
+  cfg = ModelConfig.of(config)
+  padded = min(-(-cfg.vocab_size // vocab_multiple) * vocab_multiple, cfg.padded_vocab_size)
+
+  def convert(params):
+    if cfg.scan_layers:
+      params = unstack_layers(params, cfg.n_layers)
+    table = params['trunk']['wte']['embedding']
+    head = table.T if cfg.tie_embeddings else params['lm_head']
+    trunk = dict(params['trunk'], wte=dict(embedding=table[:padded]))
+    return dict(params, trunk=trunk, lm_head=head[:, :padded])
+
+  return dataclasses.replace(cfg, scan_layers=False, tie_embeddings=False, padded_vocab_size=padded), convert
 
 
 def init_cache(config, batch_size: int, max_length: int, dtype=None):

@@ -100,8 +100,7 @@ def sample_token(logits: jax.Array, rng: jax.Array, temperature: jax.Array, top_
   logits = logits.astype(jnp.float32)
   pick = lambda x, token: jnp.take_along_axis(x, token[:, None], axis=-1)[:, 0]
   if greedy:
-    # top_k(1) breaks ties towards the lower id like argmax, and is about twice as fast on CPU.
-    token = jax.lax.top_k(logits, 1)[1][:, 0]
+    token = jnp.argmax(logits, axis=-1)  # ties go to the lower id
     logprob = jnp.zeros(token.shape, jnp.float32)
   else:
     filtered = filter_logits(logits, temperature, top_p, top_k=top_k, nucleus=nucleus)
@@ -119,6 +118,7 @@ def make_generate_fn(module, model_config, out_sharding=None, *, eot_id: int | N
   outputs are placed with out_sharding (the Sampler replicates them, so every process can read them).
   """
   cache_dtype = jnp.dtype(model_config.dtype)
+  vocab = model_config.vocab_size  # sampling reads the real vocabulary only
 
   @functools.partial(jax.jit, static_argnames=('max_new_tokens', 'top_k', 'greedy', 'nucleus'),
                      out_shardings=out_sharding)
@@ -130,9 +130,9 @@ def make_generate_fn(module, model_config, out_sharding=None, *, eot_id: int | N
                                nucleus=nucleus)
     # The last sampled token is never fed back, hence max_new_tokens - 1 cache slots after the prompt.
     cache = gm.init_cache(model_config, batch, prompt_len + max_new_tokens - 1, dtype=cache_dtype)
-    logits, cache = module.apply(variables, prompts, cache=cache)  # [B, P, V]
+    logits, cache = module.apply(variables, prompts, cache=cache, logits_at=prompt_lengths - 1)  # [B, 1, V]
     cache = dict(cache, end=prompt_lengths)
-    last = jnp.take_along_axis(logits, (prompt_lengths - 1)[:, None, None], axis=1)[:, 0]  # [B, V]
+    last = logits[:, 0, :vocab]
     rngs = jax.random.split(rng, max_new_tokens)
     first, first_lp, first_raw = sample(last, rngs[0])
 
@@ -141,7 +141,7 @@ def make_generate_fn(module, model_config, out_sharding=None, *, eot_id: int | N
       if eot_id is not None:
         done = done | (token == eot_id)
       logits, cache = module.apply(variables, token[:, None], cache=cache)  # [B, 1, V]
-      token, logprob, raw_logprob = sample(logits[:, 0], step_rng)
+      token, logprob, raw_logprob = sample(logits[:, 0, :vocab], step_rng)
       token = jnp.where(done, pad_id, token)
       logprob, raw_logprob = jnp.where(done, 0.0, logprob), jnp.where(done, 0.0, raw_logprob)
       return (cache, token, done), (token, logprob, raw_logprob, done)
@@ -164,18 +164,16 @@ class Sampler:
   """
 
   def __init__(self, module, model_config, params, *, eot_id: int | None, pad_id: int = 0, batch_size: int = 16,
-               unroll_layers: bool = True, mesh=None):
+               decoding_layout: bool = True, mesh=None):
     model_config = gm.ModelConfig.of(model_config)
     self.mesh = mesh or gs.mesh_of(params)
-    if unroll_layers and model_config.scan_layers and type(module) is gm.GPTLM:
-      # One token at a time, nn.scan's per-layer slicing of stacked weights and caches dominates the step; the
-      # same model with plain per-layer params decodes about twice as fast (docs/eval.md), at a compile time
-      # that grows with depth.
-      model_config = dataclasses.replace(model_config, scan_layers=False)
+    if decoding_layout and type(module) is gm.GPTLM:
+      # Unrolled layers, an untied head and an unpadded vocabulary: the layout that decodes fastest
+      # (docs/performance.md), at a compile time that grows with depth.
+      model_config, convert = gm.decoding_layout(model_config, vocab_multiple=self.mesh.shape['tensor'])
       module = gm.GPTLM(model_config)
       shardings = gs.param_shardings(gm.abstract_variables(module)['params'], self.mesh)
-      params = jax.jit(functools.partial(gm.unstack_layers, n_layers=model_config.n_layers),
-                       out_shardings=shardings)(params)
+      params = jax.jit(convert, out_shardings=shardings)(params)
     self.module = module
     self.model_config = model_config
     self.params = params
@@ -305,13 +303,6 @@ def define_model_flags():
   gs.define_distributed_flags()
 
 
-def load_model_from_flags():
-  """initialize_distributed, then load_model from define_model_flags' flags and --config."""
-  f = flags.FLAGS
-  gs.initialize_distributed_from_flags()
-  return load_model(f.config, f.workdir, f.init, f.seed, f.mesh)
-
-
 def unescape(s: str) -> str:
   """'\\n' typed on a command line -> a newline."""
   return codecs.decode(s, 'unicode_escape')
@@ -320,7 +311,8 @@ def unescape(s: str) -> str:
 def main(argv):
   del argv
   f = flags.FLAGS
-  config, module, params, step, mesh = load_model_from_flags()
+  gs.initialize_distributed_from_flags()
+  config, module, params, step, mesh = load_model(f.config, f.workdir, f.init, f.seed, f.mesh)
   tokenizer = tok_lib.load(config.data)
   sampler = Sampler(module, config.model, params, eot_id=tokenizer.eot_id, pad_id=tokenizer.pad_id,
                     batch_size=f.batch_size, mesh=mesh)

@@ -98,10 +98,10 @@ def state_shardings(abstract_state, params, shardings, mesh: Mesh):
   with a parameter's path and has its shape takes that parameter's sharding; everything else is replicated."""
   by_path = {}
   for (path, leaf), sharding in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(shardings)):
-    by_path[_keys(path)] = (leaf.shape, sharding)
+    by_path[path_keys(path)] = (leaf.shape, sharding)
 
   def pick(path, leaf):
-    keys = _keys(path)
+    keys = path_keys(path)
     for i in range(len(keys)):
       shape, sharding = by_path.get(keys[i:], (None, None))
       if sharding is not None and shape == leaf.shape:
@@ -111,7 +111,8 @@ def state_shardings(abstract_state, params, shardings, mesh: Mesh):
   return jax.tree_util.tree_map_with_path(pick, abstract_state)
 
 
-def _keys(path) -> tuple[str, ...]:
+def path_keys(path) -> tuple[str, ...]:
+  """A pytree path (dict keys, attributes, indices) as plain strings."""
   return tuple(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
 
 

@@ -63,8 +63,8 @@ def test_batch_ramp_is_quantized_and_reaches_full_batch():
 def test_weight_decay_mask_matrices_only(data_dir):
   params = gm.init_params(gm.GPTLM(_config(data_dir).model), jax.random.key(0))
   mask = optim.weight_decay_mask(params, 'matrices')
-  assert mask['trunk']['blocks']['attn']['query']['kernel'] and mask['trunk']['wte']['embedding']
-  assert not mask['trunk']['blocks']['attn']['query']['bias'] and not mask['trunk']['blocks']['ln_1']['scale']
+  assert mask['trunk']['blocks']['attn']['qkv']['kernel'] and mask['trunk']['wte']['embedding']
+  assert not mask['trunk']['blocks']['attn']['qkv']['bias'] and not mask['trunk']['blocks']['ln_1']['scale']
 
 
 def test_microbatch_accumulation_equals_one_big_batch(data_dir):
@@ -122,8 +122,8 @@ def test_resumed_equals_uninterrupted_and_restores_on_another_mesh(data_dir, tmp
   mesh = gs.make_mesh(other.mesh)
   task = train_lib.build_task(other)
   result = loop.train(other, moved, task, mesh=mesh)
-  spec = result['params']['trunk']['blocks']['attn']['query']['kernel'].sharding.spec
-  assert spec == jax.sharding.PartitionSpec(None, 'fsdp', 'tensor', None)
+  spec = result['params']['trunk']['blocks']['attn']['qkv']['kernel'].sharding.spec
+  assert spec == jax.sharding.PartitionSpec(None, 'fsdp', 'tensor', None, None)
   assert sorted(ckpt_lib.Checkpointer(moved, other.checkpoint).manager.all_steps())[-1] == 8
 
 
@@ -140,6 +140,34 @@ def test_corrupted_latest_checkpoint_is_skipped_and_kept_aside(data_dir, tmp_pat
   assert glob.glob(os.path.join(workdir, 'checkpoints', '6.corrupt-*'))
   assert os.path.isdir(os.path.join(workdir, 'checkpoints', '4'))
   _assert_trees_equal(_params(workdir), straight)
+
+
+def _split_qkv(tree):
+  """The parameter layout before attn/qkv: separate query, key and value kernels (the test's legacy checkpoint)."""
+  if not isinstance(tree, dict):
+    return tree
+  tree = {k: _split_qkv(v) for k, v in tree.items()}
+  if 'qkv' in tree:
+    qkv = tree.pop('qkv')
+    for i, name in enumerate(('query', 'key', 'value')):
+      tree[name] = {k: v[..., i, :] for k, v in qkv.items()}
+  return tree
+
+
+def test_checkpoint_of_an_older_layout_is_refused_not_quarantined(data_dir, tmp_path):
+  config = _config(data_dir, **{'train.total_tokens': 16 * 32 * 2})
+  workdir = str(tmp_path / 'run')
+  loop.train(config, workdir, train_lib.build_task(config))
+  checkpointer = ckpt_lib.Checkpointer(workdir, config.checkpoint)
+  stored = checkpointer.manager.restore(2)
+  checkpointer.save(4, _split_qkv(stored['params']), stored['train'], stored['data'], force=True)
+  checkpointer.close()
+  longer = _config(data_dir, **{'train.total_tokens': 16 * 32 * 6})
+  with pytest.raises(gcfg.ConfigError, match='fused into one attn/qkv kernel'):
+    loop.train(longer, workdir, train_lib.build_task(longer))
+  with pytest.raises(gcfg.ConfigError, match='another parameter layout'):
+    ckpt_lib.load_for_inference(workdir)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4']
 
 
 def test_export_params_round_trip(data_dir, tmp_path):

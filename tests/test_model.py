@@ -22,7 +22,7 @@ def test_shapes_d_head_independent_and_vocab_padding():
   cfg, lm, params, tokens = _setup(model__d_head=8, model__d_ff=96)
   assert cfg.model.padded_vocab_size == 384
   blocks = params['trunk']['blocks']
-  assert blocks['attn']['query']['kernel'].shape == (2, 64, 4, 8)
+  assert blocks['attn']['qkv']['kernel'].shape == (2, 64, 4, 3, 8)
   assert blocks['attn']['out']['kernel'].shape == (2, 4, 8, 64)
   assert blocks['mlp']['fc']['kernel'].shape == (2, 64, 96)
   assert params['trunk']['wte']['embedding'].shape == (384, 64)
@@ -36,12 +36,12 @@ def test_init_statistics_gpt2_scheme():
   cfg = tiny_config(model__n_layers=8, model__d_model=256)
   params = gm.init_params(gm.GPTLM(cfg.model), jax.random.key(0))
   blocks = params['trunk']['blocks']
-  assert np.std(blocks['attn']['query']['kernel']) == pytest.approx(0.02, rel=0.05)
+  assert np.std(blocks['attn']['qkv']['kernel']) == pytest.approx(0.02, rel=0.05)
   assert np.std(blocks['mlp']['fc']['kernel']) == pytest.approx(0.02, rel=0.05)
   assert np.std(blocks['attn']['out']['kernel']) == pytest.approx(0.02 / 4.0, rel=0.05)  # / sqrt(2 * 8)
   assert np.std(blocks['mlp']['proj']['kernel']) == pytest.approx(0.02 / 4.0, rel=0.05)
   assert np.all(np.asarray(blocks['ln_1']['scale']) == 1.0)
-  assert np.all(np.asarray(blocks['attn']['query']['bias']) == 0.0)
+  assert np.all(np.asarray(blocks['attn']['qkv']['bias']) == 0.0)
 
 
 def test_causality():
@@ -148,6 +148,23 @@ def test_unscanned_layers_equal_scanned():
   lm2 = gm.GPTLM(cfg2.model)
   np.testing.assert_allclose(lm.apply({'params': params}, tokens),
                              lm2.apply({'params': gm.unstack_layers(params, cfg.model.n_layers)}, tokens), atol=1e-5)
+
+
+def test_decoding_layout_is_the_same_function():
+  cfg, lm, params, tokens = _setup(model__attention='alternating', model__local_window=4)
+  full = lm.apply({'params': params}, tokens)
+  for multiple, padded in ((1, 258), (4, 260)):
+    decode_cfg, convert = gm.decoding_layout(cfg.model, vocab_multiple=multiple)
+    assert not decode_cfg.scan_layers and not decode_cfg.tie_embeddings and decode_cfg.padded_vocab_size == padded
+    decoded = convert(params)
+    assert decoded['lm_head'].shape == (cfg.model.d_model, padded)
+    logits = gm.GPTLM(decode_cfg).apply({'params': decoded}, tokens)
+    np.testing.assert_allclose(logits[..., :258], full[..., :258], atol=1e-5)
+    assert np.all(np.asarray(logits[..., 258:]) == gm.NEG_INF)
+  # logits_at computes the head at one position per row only.
+  at = jnp.array([0, 17, 31])
+  np.testing.assert_allclose(lm.apply({'params': params}, tokens, logits_at=at)[:, 0], full[jnp.arange(3), at],
+                             atol=1e-5)
 
 
 def test_scan_keeps_program_size_independent_of_depth():

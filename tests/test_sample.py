@@ -78,14 +78,15 @@ def test_top_k_1_is_greedy_at_any_temperature(sampler):
 
 def test_sampled_logprobs_are_under_the_scaled_distribution(lm, sampler):
   _, _, params, full = lm
-  samples = sampler.generate(PROMPTS, max_new_tokens=NEW, rng=jax.random.key(1), temperature=0.7)
-  again = sampler.generate(PROMPTS, max_new_tokens=NEW, rng=jax.random.key(1), temperature=0.7)
-  other = sampler.generate(PROMPTS, max_new_tokens=NEW, rng=jax.random.key(2), temperature=0.7)
+  T = 2.0  # the sharpened model repeats its last token with p = 0.993 at T = 0.7: seeds would rarely differ
+  samples = sampler.generate(PROMPTS, max_new_tokens=NEW, rng=jax.random.key(1), temperature=T)
+  again = sampler.generate(PROMPTS, max_new_tokens=NEW, rng=jax.random.key(1), temperature=T)
+  other = sampler.generate(PROMPTS, max_new_tokens=NEW, rng=jax.random.key(2), temperature=T)
   assert all(a.tokens.tolist() == b.tokens.tolist() for a, b in zip(samples, again))
   assert any(a.tokens.tolist() != b.tokens.tolist() for a, b in zip(samples, other))
   for prompt, s in zip(PROMPTS, samples):
     raw = full_logprobs(full, params, prompt + s.tokens.tolist())[len(prompt) - 1:-1]  # [NEW, V]
-    scaled = np.asarray(jax.nn.log_softmax(raw / 0.7, axis=-1))
+    scaled = np.asarray(jax.nn.log_softmax(raw / T, axis=-1))
     rows = np.arange(len(s.tokens))
     np.testing.assert_allclose(s.raw_logprobs, raw[rows, s.tokens], atol=1e-4)
     np.testing.assert_allclose(s.logprobs, scaled[rows, s.tokens], atol=1e-4)

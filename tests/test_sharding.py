@@ -51,15 +51,15 @@ def test_sharded_forward_and_grads_equal_single_device(reference, shape):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-6, rtol=1e-4), grads, ref_grads)
 
   data, fsdp, tensor = shape
-  query = sharded_params['trunk']['blocks']['attn']['query']['kernel']  # [layers, embed, heads, head_dim]
+  qkv = sharded_params['trunk']['blocks']['attn']['qkv']['kernel']  # [layers, embed, heads, 3, head_dim]
   fc = sharded_params['trunk']['blocks']['mlp']['fc']['kernel']  # [layers, embed, mlp]
   wte = sharded_params['trunk']['wte']['embedding']  # [vocab, embed]
-  assert query.sharding.spec == P(None, 'fsdp', 'tensor', None)
+  assert qkv.sharding.spec == P(None, 'fsdp', 'tensor', None, None)
   assert fc.sharding.spec == P(None, 'fsdp', 'tensor')
   assert wte.sharding.spec == P('tensor', 'fsdp')
-  n_layers, d_model, n_heads, d_head = query.shape
-  shard_shape = query.addressable_shards[0].data.shape
-  assert shard_shape == (n_layers, d_model // fsdp, n_heads // tensor, d_head)
+  n_layers, d_model, n_heads, three, d_head = qkv.shape
+  shard_shape = qkv.addressable_shards[0].data.shape
+  assert shard_shape == (n_layers, d_model // fsdp, n_heads // tensor, three, d_head)
   assert logits.addressable_shards[0].data.shape[0] == tokens.shape[0] // (data * fsdp)
 
 
