@@ -168,9 +168,9 @@ def load_for_inference(path: str, mesh=None):
     with ocp.StandardCheckpointer() as checkpointer:
       check(checkpointer.metadata(path / 'params').item_metadata, f'the exported params in {path}')
       return config, checkpointer.restore(path / 'params', abstract), int((path / 'step').read_text())
-  options = ocp.CheckpointManagerOptions(create=False, read_only=True)
+  options = ocp.CheckpointManagerOptions(create=False, save_interval_steps=0)
   with ocp.CheckpointManager(path / 'checkpoints', options=options,
-                             item_handlers={'params': ocp.StandardCheckpointHandler()}) as manager:
+                             item_handlers={name: handler() for name, handler in _HANDLERS.items()}) as manager:
     for step in sorted(manager.all_steps(), reverse=True):
       try:
         stored = manager.item_metadata(step)['params']

@@ -230,11 +230,14 @@ def _parent(config: ml_collections.ConfigDict, key: str):
 
 def run_main(main, default_spec: str | None = None) -> None:
   """Runs an absl entry point with the --config flag defined; bad flags and ConfigErrors end the program with
-  one sentence on stderr and exit status 2."""
-  from absl import app
+  one sentence on stderr and exit status 2. Logging starts at WARNING: orbax logs every checkpoint save and
+  restore at INFO (--verbosity=0 brings it back)."""
+  from absl import app, logging
   define_config_flag(default_spec)
 
   def guarded(argv):
+    if not flags.FLAGS['verbosity'].present:
+      logging.set_verbosity(logging.WARNING)
     try:
       return main(argv)
     except ConfigError as error:

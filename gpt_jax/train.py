@@ -14,7 +14,7 @@ import os
 import sys
 
 import jax
-from absl import app, flags, logging
+from absl import app, flags
 
 from gpt_jax import config as gcfg
 from gpt_jax import loop
@@ -76,8 +76,6 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments {argv[1:]}: flags are --config, --workdir and --config.<field>=...')
   if not FLAGS.workdir:
     raise app.UsageError('--workdir is required: the directory for checkpoints and logs, e.g. --workdir=runs/x.')
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO; --verbosity=0 brings it back
   gs.initialize_distributed_from_flags()
   config = gcfg.config_from_flags()
   os.makedirs(FLAGS.workdir, exist_ok=True)
