@@ -37,8 +37,13 @@ _HANDLERS = {'params': ocp.StandardCheckpointHandler, 'train': ocp.StandardCheck
              'data': ocp.JsonCheckpointHandler}
 
 
+def _item_handlers() -> dict:
+  return {name: handler() for name, handler in _HANDLERS.items()}
+
+
 def _leaf_shapes(tree) -> dict[str, tuple[int, ...]]:
-  return {'/'.join(gs.path_keys(path)): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return {'/'.join(gs.path_keys(path)): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def difference(stored, expected) -> str | None:
@@ -57,6 +62,20 @@ def difference(stored, expected) -> str | None:
   return None
 
 
+def _stored_difference(manager, step: int, expected: dict) -> str | None:
+  """difference() of each item in expected ({name: tree}) against what step stores, or None. Metadata that cannot
+  be read counts as no difference: such a step is corrupt, and the failed restore that follows deals with it."""
+  try:
+    stored = manager.item_metadata(step)
+    items = [(stored[name], tree) for name, tree in expected.items()]
+  except Exception:  # noqa: BLE001 -- unreadable metadata, see above
+    return None
+  for have, want in items:
+    if have is not None and (mismatch := difference(have, want)):
+      return mismatch
+  return None
+
+
 def absolute(path: str) -> epath.Path:
   """orbax wants absolute paths; URLs such as gs://bucket/run are left as they are."""
   return epath.Path(path if '://' in str(path) else os.path.abspath(path))
@@ -70,8 +89,7 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=ckpt_config.keep, keep_period=ckpt_config.keep_every or None, create=True,
         enable_async_checkpointing=ckpt_config.use_async, cleanup_tmp_directories=True)
-    self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                         item_handlers={name: handler() for name, handler in _HANDLERS.items()})
+    self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=_item_handlers())
 
   def save(self, step: int, params, train_state, data_state: dict, force: bool = False) -> bool:
     return self.manager.save(step, args=ocp.args.Composite(
@@ -81,12 +99,7 @@ class Checkpointer:
   def restore_latest(self, abstract_params, abstract_train):
     """(params, train_state, data_state, step) of the newest checkpoint that restores, or None if there is none."""
     for step in sorted(self.manager.all_steps(), reverse=True):
-      try:
-        stored = self.manager.item_metadata(step)
-        mismatch = difference(stored['params'], abstract_params) or difference(stored['train'], abstract_train)
-      except Exception:  # noqa: BLE001 -- unreadable metadata: corrupt, handled with the restore failures below
-        mismatch = None
-      if mismatch:
+      if mismatch := _stored_difference(self.manager, step, {'params': abstract_params, 'train': abstract_train}):
         raise gcfg.ConfigError(
             f'checkpoint step {step} in {self.directory} does not match this config ({mismatch}): resume with the '
             f'config (and gpt_jax version) it was written with ({self.directory.parent / CONFIG_FILE}) or use a new '
@@ -159,25 +172,21 @@ def load_for_inference(path: str, mesh=None):
   config = load_config(str(path))
   abstract = _abstract_params(config, mesh)
 
-  def check(stored, what: str):
-    if mismatch := difference(stored, abstract):
+  def check(mismatch: str | None, what: str):
+    if mismatch:
       raise gcfg.ConfigError(f'{what} does not fit the model its {path / CONFIG_FILE} describes ({mismatch}): it was '
                              f'written by a gpt_jax with another parameter layout; train or export it again.')
 
   if (path / 'params').exists():
     with ocp.StandardCheckpointer() as checkpointer:
-      check(checkpointer.metadata(path / 'params').item_metadata, f'the exported params in {path}')
+      check(difference(checkpointer.metadata(path / 'params').item_metadata, abstract),
+            f'the exported params in {path}')
       return config, checkpointer.restore(path / 'params', abstract), int((path / 'step').read_text())
   options = ocp.CheckpointManagerOptions(create=False, save_interval_steps=0)
-  with ocp.CheckpointManager(path / 'checkpoints', options=options,
-                             item_handlers={name: handler() for name, handler in _HANDLERS.items()}) as manager:
+  with ocp.CheckpointManager(path / 'checkpoints', options=options, item_handlers=_item_handlers()) as manager:
     for step in sorted(manager.all_steps(), reverse=True):
-      try:
-        stored = manager.item_metadata(step)['params']
-      except Exception:  # noqa: BLE001 -- unreadable metadata: corrupt, like a failed restore below
-        stored = None
-      if stored is not None:
-        check(stored, f'checkpoint step {step} in {path / "checkpoints"}')
+      check(_stored_difference(manager, step, {'params': abstract}),
+            f'checkpoint step {step} in {path / "checkpoints"}')
       try:
         restored = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))
         return config, restored['params'], step
