@@ -1,11 +1,15 @@
 """Train-step throughput and MFU of gpt_jax against PyTorch's GPT-2 on the same shapes, in one run.
 
     python -m benchmarks.train_step [--shapes=tiny,small256] [--steps=10]
+    python -m benchmarks.train_step --against=/path/to/other/checkout [--rounds=6] [--shapes=tiny]
 
 For each shape it times a transformers GPT2LMHeadModel + torch.optim.AdamW step (float32, CPU, all cores) and
 gpt_jax's jitted train step (AdamW, clipping, float32) with layers under nn.scan and as a plain Python loop
 (model.scan_layers), and prints tokens/s, the ratio to PyTorch, and gpt_jax's MFU against the float32 matmul
 peak that flops.matmul_probe measures on this machine in the same run.
+With --against it instead times gpt_jax's step from this tree and from another checkout (e.g. the previous commit,
+`git worktree add /tmp/prev HEAD~1`) in alternating subprocesses, rounds x (this, other) in swapped order, and
+prints each round and the median ratio: an interleaved A/B that the machine's drift affects equally.
 Shapes: tiny = 4 layers, d_model 256, 4 heads, context 256, batch 8, vocab 8192;
 small256 = GPT-3 Small (12 layers, 768, 12 heads, vocab 50257) at context 256, batch 4.
 """
@@ -13,6 +17,9 @@ small256 = GPT-3 Small (12 layers, 768, 12 heads, vocab 50257) at context 256, b
 from __future__ import annotations
 
 import os
+import statistics
+import subprocess
+import sys
 import time
 
 from absl import app, flags
@@ -20,6 +27,8 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 flags.DEFINE_list('shapes', ['tiny', 'small256'], 'Which shapes to run.')
 flags.DEFINE_integer('steps', 10, 'Timed steps per framework and shape (after 2 warm-up steps).')
+flags.DEFINE_string('against', None, 'another gpt_jax checkout to A/B the scanned train step against.')
+flags.DEFINE_integer('rounds', 6, 'A/B rounds with --against.')
 
 SHAPES = {
     'tiny': dict(n_layers=4, d_model=256, n_heads=4, context=256, batch=8, vocab_size=8192),
@@ -44,6 +53,7 @@ def jax_step_time(shape: dict, steps: int, scan_layers: bool) -> tuple[float, ob
 
   from gpt_jax import config as gcfg
   from gpt_jax import loop
+  from gpt_jax import losses
   from gpt_jax import model as gm
   from gpt_jax import optim
 
@@ -60,12 +70,12 @@ def jax_step_time(shape: dict, steps: int, scan_layers: bool) -> tuple[float, ob
   rng = np.random.default_rng(0)
   tokens = rng.integers(0, shape['vocab_size'], (shape['batch'], shape['context'] + 1), dtype=np.int32)
   batch = {'inputs': jax.numpy.asarray(tokens[:, :-1]), 'targets': jax.numpy.asarray(tokens[:, 1:])}
-  step_fn = jax.jit(loop.make_train_step(loop.lm_loss_fn(c), optimizer, c.optim, 1, c.model.context),
+  step_fn = jax.jit(loop.make_train_step(losses.lm_loss_fn(c), optimizer, c.optim, 1, c.model.context),
                     donate_argnums=(0, 1))
   state = [params, train]
 
   def step():
-    state[0], state[1], metrics = step_fn(state[0], state[1], batch)
+    state[0], state[1], metrics = step_fn(state[0], state[1], batch, {})
     metrics['loss'].block_until_ready()
   return _best_step_time(step, steps), c.model
 
@@ -93,8 +103,31 @@ def torch_step_time(shape: dict, steps: int) -> float:
   return _best_step_time(step, steps)
 
 
+def _subprocess_step_time(tree: str, shape: str, steps: int) -> float:
+  # Both trees provide jax_step_time(shape, steps, scan_layers); each runs its own gpt_jax.
+  code = (f'import json; from benchmarks.train_step import SHAPES, jax_step_time; '
+          f'print(json.dumps(jax_step_time(SHAPES[{shape!r}], {steps}, True)[0]))')
+  out = subprocess.run([sys.executable, '-c', code], cwd=tree, capture_output=True, text=True, check=True)
+  return float(out.stdout.strip().splitlines()[-1])
+
+
+def ab_main() -> None:
+  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for name in FLAGS.shapes:
+    ratios = []
+    for r in range(FLAGS.rounds):
+      trees = (here, FLAGS.against) if r % 2 == 0 else (FLAGS.against, here)
+      times = {tree: _subprocess_step_time(tree, name, FLAGS.steps) for tree in trees}
+      ratios.append(times[FLAGS.against] / times[here])
+      print(f'{name} round {r}: this tree {1e3 * times[here]:.1f} ms/step, other {1e3 * times[FLAGS.against]:.1f} '
+            f'ms/step, speed ratio this/other {ratios[-1]:.3f}', flush=True)
+    print(f'{name}: median speed ratio this/other over {FLAGS.rounds} rounds: {statistics.median(ratios):.3f}')
+
+
 def main(argv):
   del argv
+  if FLAGS.against:
+    return ab_main()
   from gpt_jax import flops
 
   peak = flops.matmul_probe(seconds=2.0)

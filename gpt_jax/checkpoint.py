@@ -17,7 +17,6 @@ import logging
 import os
 import time
 
-import flax.linen as nn
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
@@ -25,10 +24,10 @@ from jax.experimental import multihost_utils
 from etils import epath
 
 from gpt_jax import config as gcfg
-from gpt_jax import model as gm
 from gpt_jax import sharding as gs
 
 CONFIG_FILE = 'config.json'
+RUN_FILE = 'run.json'
 # What orbax says when a checkpoint is intact but has another structure or shapes than the state asked for; a
 # second line of defence behind the metadata comparison (difference()), so that such a step is never quarantined.
 _MISMATCH_MARKERS = ('Structure mismatch', 'not compatible', 'Requested shape', 'Dict key mismatch',
@@ -98,32 +97,18 @@ class Checkpointer:
 
   def restore_latest(self, abstract_params, abstract_train):
     """(params, train_state, data_state, step) of the newest checkpoint that restores, or None if there is none."""
-    for step in sorted(self.manager.all_steps(), reverse=True):
-      if mismatch := _stored_difference(self.manager, step, {'params': abstract_params, 'train': abstract_train}):
-        raise gcfg.ConfigError(
-            f'checkpoint step {step} in {self.directory} does not match this config ({mismatch}): resume with the '
-            f'config (and gpt_jax version) it was written with ({self.directory.parent / CONFIG_FILE}) or use a new '
-            f'--workdir.')
-      try:
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract_params), train=ocp.args.StandardRestore(abstract_train),
-            data=ocp.args.JsonRestore()))
-        return restored['params'], restored['train'], restored['data'], step
-      except Exception as error:  # noqa: BLE001 -- classified below
-        first_line = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
-        if any(marker in str(error) for marker in _MISMATCH_MARKERS):
-          # Readable but shaped differently: the run's config changed, and this checkpoint is not corrupt.
-          raise gcfg.ConfigError(
-              f'checkpoint step {step} in {self.directory} does not match this config ({first_line}): resume with '
-              f'the config it was written with ({self.directory.parent / CONFIG_FILE}) or use a new --workdir.'
-          ) from None
-        logging.warning('checkpoint step %d in %s cannot be restored (%s: %s); using the one before it.',
-                        step, self.directory, type(error).__name__, first_line)
-        if jax.process_index() == 0:
-          (self.directory / str(step)).rename(self.directory / f'{step}.corrupt-{int(time.time())}')
-        multihost_utils.sync_global_devices(f'quarantined checkpoint {step}')
-        self.manager.reload()
-    return None
+    def refuse(step, mismatch):
+      raise gcfg.ConfigError(
+          f'checkpoint step {step} in {self.directory} does not match this config ({mismatch}): resume with the '
+          f'config (and gpt_jax version) it was written with ({self.directory.parent / CONFIG_FILE}) or use a new '
+          f'--workdir.')
+    found = restore_newest(
+        self.manager, {'params': abstract_params, 'train': abstract_train}, refuse, quarantine=True,
+        extra={'data': ocp.args.JsonRestore()})
+    if found is None:
+      return None
+    restored, step = found
+    return restored['params'], restored['train'], restored['data'], step
 
   def wait(self):
     self.manager.wait_until_finished()
@@ -132,11 +117,14 @@ class Checkpointer:
     self.manager.close()
 
 
-def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+def save_config(workdir: str, config: ml_collections.ConfigDict, run_record: dict | None = None) -> None:
+  """Writes <workdir>/config.json (and run.json: how and where the run was started, when given)."""
   if jax.process_index() == 0:
     path = epath.Path(workdir)
     path.mkdir(parents=True, exist_ok=True)
     (path / CONFIG_FILE).write_text(config.to_json(indent=2))
+    if run_record is not None:
+      (path / RUN_FILE).write_text(json.dumps(run_record, indent=2))
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -145,13 +133,6 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise gcfg.ConfigError(f'{path} does not exist: --workdir must be a directory written by gpt_jax.train.')
   config = ml_collections.ConfigDict(json.loads(path.read_text()))
   return gcfg.validate(config)
-
-
-def _abstract_params(config, mesh=None):
-  """The LM's params as ShapeDtypeStructs placed by the rules table on mesh (default: the first device)."""
-  boxed = gm.abstract_variables(gm.GPTLM(config.model))['params']
-  shardings = gs.param_shardings(boxed, mesh or gs.single_device_mesh())
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed), shardings)
 
 
 def export_params(export_dir: str, params, step: int, config) -> str:
@@ -165,31 +146,59 @@ def export_params(export_dir: str, params, step: int, config) -> str:
   return str(path)
 
 
-def load_for_inference(path: str, mesh=None):
-  """(config, params, step) from a training workdir (latest checkpoint) or from an export_params directory,
-  params sharded over mesh by the rules table (default: all on the first device)."""
+def load_for_inference(path: str, abstract_params, item: str = 'params'):
+  """(params, step) from a training workdir (its newest restorable checkpoint) or an export_params directory.
+
+  The caller says what it restores: abstract_params are the model's params as sharded ShapeDtypeStructs
+  (sharding.abstract_params), so the same call loads an LM, a reward model or a policy with a value head, each
+  straight into its shards; `item` names the checkpoint item holding them. A layout that differs is refused.
+  """
   path = absolute(path)
-  config = load_config(str(path))
-  abstract = _abstract_params(config, mesh)
 
-  def check(mismatch: str | None, what: str):
-    if mismatch:
-      raise gcfg.ConfigError(f'{what} does not fit the model its {path / CONFIG_FILE} describes ({mismatch}): it was '
-                             f'written by a gpt_jax with another parameter layout; train or export it again.')
+  def refuse(where: str, mismatch: str):
+    raise gcfg.ConfigError(f'{where} does not fit the model its {path / CONFIG_FILE} describes ({mismatch}): it was '
+                           f'written by a gpt_jax with another parameter layout; train or export it again.')
 
-  if (path / 'params').exists():
+  if (path / item).exists():
     with ocp.StandardCheckpointer() as checkpointer:
-      check(difference(checkpointer.metadata(path / 'params').item_metadata, abstract),
-            f'the exported params in {path}')
-      return config, checkpointer.restore(path / 'params', abstract), int((path / 'step').read_text())
+      if mismatch := difference(checkpointer.metadata(path / item).item_metadata, abstract_params):
+        refuse(f'the exported {item} in {path}', mismatch)
+      return checkpointer.restore(path / item, abstract_params), int((path / 'step').read_text())
   options = ocp.CheckpointManagerOptions(create=False, save_interval_steps=0)
   with ocp.CheckpointManager(path / 'checkpoints', options=options, item_handlers=_item_handlers()) as manager:
-    for step in sorted(manager.all_steps(), reverse=True):
-      check(_stored_difference(manager, step, {'params': abstract}),
-            f'checkpoint step {step} in {path / "checkpoints"}')
-      try:
-        restored = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))
-        return config, restored['params'], step
-      except Exception as error:  # noqa: BLE001
-        logging.warning('checkpoint step %d cannot be restored (%s); trying the one before it.', step, error)
-  raise gcfg.ConfigError(f'no restorable checkpoint under {path / "checkpoints"}: train first or pass an export dir.')
+    found = restore_newest(manager, {item: abstract_params},
+                           lambda step, mismatch: refuse(f'checkpoint step {step} in {path / "checkpoints"}', mismatch),
+                           quarantine=False)
+  if found is None:
+    raise gcfg.ConfigError(f'no restorable checkpoint under {path / "checkpoints"}: train first or pass an export '
+                           f'dir.')
+  restored, step = found
+  return restored[item], step
+
+
+def restore_newest(manager, expected: dict, refuse, *, quarantine: bool, extra: dict | None = None):
+  """(restored items, step) of the newest step in manager that restores, or None when no step does.
+
+  expected: {item: abstract tree} restored with StandardRestore (plus `extra` restore args as they are). Before
+  each step is read, its stored paths and shapes are compared with expected; a difference calls
+  refuse(step, reason), which raises. A step that fits but fails to restore is corrupt: it is logged and, with
+  quarantine (training's own workdir), moved aside to <step>.corrupt-<time>; the step before it is tried next.
+  """
+  args = {name: ocp.args.StandardRestore(tree) for name, tree in expected.items()} | (extra or {})
+  for step in sorted(manager.all_steps(), reverse=True):
+    if mismatch := _stored_difference(manager, step, expected):
+      refuse(step, mismatch)
+    try:
+      return manager.restore(step, args=ocp.args.Composite(**args)), step
+    except Exception as error:  # noqa: BLE001 -- classified below
+      first_line = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+      if any(marker in str(error) for marker in _MISMATCH_MARKERS):
+        refuse(step, first_line)  # readable but shaped differently: not corrupt
+      logging.warning('checkpoint step %d in %s cannot be restored (%s: %s); using the one before it.',
+                      step, manager.directory, type(error).__name__, first_line)
+      if quarantine:
+        if jax.process_index() == 0:
+          (manager.directory / str(step)).rename(manager.directory / f'{step}.corrupt-{int(time.time())}')
+        multihost_utils.sync_global_devices(f'quarantined checkpoint {step}')
+        manager.reload()
+  return None

@@ -11,11 +11,8 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import os
-import sys
 
 import ml_collections
-from absl import flags
-from ml_collections import config_flags
 
 VOCAB_MULTIPLE = 128  # vocabulary padded to this so the vocab axis shards evenly over tensor (and TPU lanes)
 
@@ -228,70 +225,6 @@ def _parent(config: ml_collections.ConfigDict, key: str):
   return node, parts[-1]
 
 
-def run_main(main, default_spec: str | None = None) -> None:
-  """Runs an absl entry point with the --config flag defined; bad flags and ConfigErrors end the program with
-  one sentence on stderr and exit status 2. Logging starts at WARNING: orbax logs every checkpoint save and
-  restore at INFO (--verbosity=0 brings it back)."""
-  from absl import app, logging
-  define_config_flag(default_spec)
-
-  def guarded(argv):
-    if not flags.FLAGS['verbosity'].present:
-      logging.set_verbosity(logging.WARNING)
-    try:
-      return main(argv)
-    except ConfigError as error:
-      print(f'error: {error}', file=sys.stderr)
-      return 2
-  app.run(guarded, flags_parser=flags_parser)
-
-
-def define_config_flag(default_spec: str | None) -> None:
-  """Defines --config (and its --config.<key> overrides). config_flags loads the file and applies the overrides
-  found in sys.argv right here, so a bad flag is reported here, in one sentence, with exit status 2."""
-  global _default_spec
-  _default_spec = default_spec
-  try:
-    config_flags.DEFINE_config_file('config', default_spec, 'Config file and argument, e.g. configs/gpt3.py:125m.',
-                                    lock_config=True)
-  except Exception as error:  # noqa: BLE001 -- see flags_parser
-    print(f'error: {_flag_error_message(error, sys.argv)}', file=sys.stderr)
-    sys.exit(2)
-
-
-_default_spec = None
-
-
-def config_from_flags() -> ml_collections.ConfigDict:
-  """The validated --config of an entry point that called define_config_flag (a ConfigError if it is bad)."""
-  try:
-    config = flags.FLAGS.config
-    config.keys()  # a file that failed to load is a placeholder that raises on first use
-  except Exception as error:  # noqa: BLE001 -- whatever config_flags raised, report it in one sentence
-    raise ConfigError(_flag_error_message(error, sys.argv)) from None
-  return validate(config)
-
-
-def flags_parser(argv):
-  """absl `flags_parser` for entry points: a bad --config or --config.<key> flag ends the program with one
-  sentence (exit 2) instead of a traceback from inside the flag machinery."""
-  try:
-    return flags.FLAGS(argv)
-  except Exception as error:  # noqa: BLE001 -- config_flags raises flag errors, KeyError, AttributeError, OSError
-    print(f'error: {_flag_error_message(error, argv)}', file=sys.stderr)
-    sys.exit(2)
-
-
-def _flag_error_message(error: Exception, argv) -> str:
-  spec = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), _default_spec)
-  if spec is None:
-    return str(error).strip().splitlines()[0]
-  try:
-    config = load_config_file(spec)
-    for arg in argv:
-      if arg.startswith('--config.'):
-        _parent(config, arg[len('--config.'):].split('=', 1)[0])
-  except ConfigError as config_error:
-    return str(config_error)
-  # The file loads and every key exists: a value did not parse as its field's type (or another flag is wrong).
-  return str(error).strip().splitlines()[0]
+def check_key(config: ml_collections.ConfigDict, key: str) -> None:
+  """A ConfigError naming the closest valid key when the dotted key does not exist in config."""
+  _parent(config, key)

@@ -1,10 +1,13 @@
-"""The generic training loop: sharded state, restore, jitted step, evaluation, logging, checkpoints, preemption.
+"""The generic training loop: setup (sharded state, restore, jitted step and eval) and run (batches, metrics,
+evaluation, checkpoints, preemption, skip-stop).
 
-It knows nothing about language modelling: a `Task` supplies the module, a loss function and the batches, so
-pretraining (train.py), supervised fine-tuning and reward modelling reuse it unchanged.
+It knows nothing about language modelling: a `Task` supplies the module, a loss function, the batches and what a
+row is worth (tokens and model FLOPs), so pretraining (train.py), fine-tuning, reward modelling and DPO reuse it
+unchanged, and PPO and the dry-run reuse `plan` / `setup` around their own update.
 
-    task -> mesh + rules -> abstract state (eval_shape) -> shardings -> state created sharded or restored
-    -> per-host batches -> global jax.Array -> train_step (jit, donated state) -> metrics; async checkpoints.
+    plan:  task -> mesh + rules -> abstract state (eval_shape) -> shardings -> jitted step and eval (no allocation)
+    setup: plan -> state created sharded, or restored from the newest good checkpoint
+    run:   per-host batches -> global jax.Array -> train_step (jit, donated state) -> metrics; async checkpoints.
 """
 
 from __future__ import annotations
@@ -31,9 +34,7 @@ from gpt_jax import model as gm
 from gpt_jax import optim
 from gpt_jax import sharding as gs
 from gpt_jax.data import pipeline
-
-# loss_fn(params, batch, rng, train) -> (summed loss, summed weight, dict of summed extra metrics)
-LossFn = Callable[[Any, dict, jax.Array, bool], tuple[jax.Array, jax.Array, dict]]
+from gpt_jax.losses import LossFn
 
 
 class TrainingStopped(RuntimeError):
@@ -45,33 +46,56 @@ class Task:
   """What the loop trains.
 
   module: the Flax module whose params are trained (used for init, shapes and logical sharding).
-  loss_fn: see LossFn; `train` switches dropout on.
-  train_stream: next_batch(global_batch_size) -> this host's rows; state() / restore(state) for exact resume.
+  loss_fn: see losses.LossFn.
+  train_stream: next_batch(global rows) -> this host's rows (a dict of arrays, rows on the leading axis);
+    state() / restore(state) for exact resume.
+  tokens_per_row: tokens one row holds, for the token-based schedules, batch size and throughput.
+  flops_per_row: model FLOPs of one training row (forward and backward), for MFU.
   eval_batches: () -> list of this host's validation batches, or None for no evaluation.
+  eval_extra: optional {'loss': ...} -> more validation metrics (bits per byte for a language model).
   init_params: optional (rng, shardings) -> params, e.g. a pretrained trunk under new heads.
-  bytes_per_token: UTF-8 bytes per target token of the validation data, for bits per byte.
+  frozen: params the loss reads but does not train (a reference policy, a reward model), already placed on the
+    mesh; they enter the jitted step as sharded arguments, never as constants. {} for pretraining.
   """
   module: nn.Module
   loss_fn: LossFn
   train_stream: Any
+  tokens_per_row: int
+  flops_per_row: float
   eval_batches: Callable[[], list] | None = None
+  eval_extra: Callable[[dict], dict] | None = None
   init_params: Callable[[jax.Array, Any], Any] | None = None
-  bytes_per_token: float | None = None
+  frozen: Any = dataclasses.field(default_factory=dict)
 
 
-def lm_loss_fn(config) -> LossFn:
-  """Next-token cross entropy of GPTLM over batch['inputs'] / batch['targets'] (optional loss_mask, segments)."""
-  deterministic_lm = gm.GPTLM(config.model, deterministic=True)
-  dropout_lm = gm.GPTLM(config.model, deterministic=False)
+@dataclasses.dataclass
+class Plan:
+  """The compiled-program side of training, with nothing allocated: what the dry-run lowers and setup fills."""
+  mesh: Any
+  optimizer: optax.GradientTransformation
+  abstract_params: Any  # sharded ShapeDtypeStructs
+  abstract_train: Any  # sharded ShapeDtypeStructs of init_train_state's dict
+  step_fn: Callable  # jitted (params, train, batch, frozen) -> (params, train, metrics), donating params and train
+  eval_fn: Callable  # jitted (params, batch, frozen) -> (summed loss, summed weight)
+  rows_quantum: int  # a global batch is a multiple of this many rows (batch shards x microbatches)
 
-  def loss_fn(params, batch, rng, train):
-    module = dropout_lm if train else deterministic_lm
-    logits = module.apply({'params': params}, batch['inputs'], positions=batch.get('positions'),
-                          segment_ids=batch.get('segment_ids'), rngs={'dropout': rng})
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch['targets'])
-    mask = batch.get('loss_mask', jnp.ones_like(losses))
-    return jnp.sum(losses * mask), jnp.sum(mask), {}
-  return loss_fn
+
+@dataclasses.dataclass
+class State:
+  """A plan with its state in memory: params and train state, sharded, and the step they belong to."""
+  plan: Plan
+  params: Any
+  train_state: dict
+  start_step: int
+
+
+@dataclasses.dataclass
+class Result:
+  """What train() returns: the final params, the last logged metrics (with eval_* when evaluated) and why it
+  stopped: 'finished' (the token budget is spent) or 'preempted' (SIGTERM; a checkpoint was saved)."""
+  params: Any
+  metrics: dict
+  stopped: str
 
 
 def _split_microbatches(batch: dict, n: int) -> dict:
@@ -79,15 +103,15 @@ def _split_microbatches(batch: dict, n: int) -> dict:
   return jax.tree.map(lambda x: x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1), batch)
 
 
-def make_train_step(loss_fn: LossFn, optimizer, optim_config, microbatches: int, context: int):
-  """train_step(params, train, batch) -> (params, train, metrics); skips non-finite updates."""
+def make_train_step(loss_fn: LossFn, optimizer, optim_config, microbatches: int, tokens_per_row: int):
+  """train_step(params, train, batch, frozen) -> (params, train, metrics); skips non-finite updates."""
 
-  def train_step(params, train, batch):
+  def train_step(params, train, batch, frozen):
     rng, step_rng = jax.random.split(train['rng'])
 
     def grad_fn(mb, index):
       def summed_loss(p):
-        loss, weight, extra = loss_fn(p, mb, jax.random.fold_in(step_rng, index), True)
+        loss, weight, extra = loss_fn(p, mb, jax.random.fold_in(step_rng, index), True, frozen)
         return loss, (weight, extra)
       (loss, (weight, extra)), grads = jax.value_and_grad(summed_loss, has_aux=True)(params)
       return grads, loss, weight, extra
@@ -106,7 +130,7 @@ def make_train_step(loss_fn: LossFn, optimizer, optim_config, microbatches: int,
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
-    lr = optim.learning_rate(optim_config, train['sequences'].astype(jnp.float32) * context)
+    lr = optim.learning_rate(optim_config, train['sequences'].astype(jnp.float32) * tokens_per_row)
     opt_state = train['opt_state']
     opt_state = opt_state._replace(hyperparams=dict(opt_state.hyperparams, learning_rate=lr))
     updates, new_opt_state = optimizer.update(grads, opt_state, params)
@@ -114,8 +138,9 @@ def make_train_step(loss_fn: LossFn, optimizer, optim_config, microbatches: int,
     new_params, new_opt_state = jax.lax.cond(
         finite, lambda: (optax.apply_updates(params, updates), new_opt_state), lambda: (params, opt_state))
     consecutive = jnp.where(finite, 0, train['consecutive_skips'] + 1)
+    rows = jax.tree.leaves(batch)[0].shape[0]
     new_train = dict(
-        opt_state=new_opt_state, step=train['step'] + 1, sequences=train['sequences'] + batch['targets'].shape[0],
+        opt_state=new_opt_state, step=train['step'] + 1, sequences=train['sequences'] + rows,
         rng=rng, consecutive_skips=consecutive, longest_skip_run=jnp.maximum(train['longest_skip_run'], consecutive),
         total_skips=train['total_skips'] + (~finite).astype(jnp.int32))
     metrics = dict(loss=loss, grad_norm=grad_norm, learning_rate=lr, skipped=new_train['total_skips'],
@@ -125,17 +150,67 @@ def make_train_step(loss_fn: LossFn, optimizer, optim_config, microbatches: int,
 
 
 def init_train_state(optimizer, params, rng) -> dict:
-  """Everything but params that a checkpoint must hold to resume exactly (rng: a raw uint32 PRNG key)."""
+  """Everything but params that a checkpoint must hold to resume exactly (rng: a raw uint32 PRNG key).
+  'sequences' counts the rows trained on, whatever a row is for the task."""
   counters = ('step', 'sequences', 'consecutive_skips', 'longest_skip_run', 'total_skips')
   # One array per counter: the state is donated, and a buffer may be donated only once.
   return dict(opt_state=optimizer.init(params), rng=rng, **{name: jnp.zeros((), jnp.int32) for name in counters})
 
 
 def make_eval_step(loss_fn: LossFn):
-  def eval_step(params, batch):
-    loss_sum, weight, _ = loss_fn(params, batch, jax.random.PRNGKey(0), False)
+  def eval_step(params, batch, frozen):
+    loss_sum, weight, _ = loss_fn(params, batch, jax.random.PRNGKey(0), False, frozen)
     return loss_sum, weight
   return eval_step
+
+
+def plan(config, task: Task, mesh) -> Plan:
+  """Shardings, optimizer and the jitted step and eval for task on mesh; allocates nothing. A global batch that
+  does not split over the mesh's batch shards and the microbatches is refused here, before any state exists."""
+  t_cfg = config.train
+  quantum = gs.batch_shards(mesh) * t_cfg.microbatches
+  rows = t_cfg.batch_tokens // task.tokens_per_row
+  if rows % quantum:
+    raise gcfg.ConfigError(
+        f'train.batch_tokens={t_cfg.batch_tokens} is {rows} sequences, not a multiple of the {gs.batch_shards(mesh)} '
+        f'batch shards (mesh data x fsdp) x {t_cfg.microbatches} microbatches: change train.batch_tokens, '
+        f'train.microbatches or the mesh.')
+  boxed = gm.abstract_variables(task.module)['params']
+  param_sh = gs.param_shardings(boxed, mesh)
+  abstract_params = gs.with_shardings(nn.unbox(boxed), param_sh)
+  optimizer = optim.make_optimizer(config.optim, abstract_params)
+  abstract_train = jax.eval_shape(functools.partial(init_train_state, optimizer), abstract_params,
+                                  jax.random.PRNGKey(0))
+  train_sh = gs.state_shardings(abstract_train, abstract_params, param_sh, mesh)
+  frozen_sh = jax.tree.map(lambda x: x.sharding, task.frozen)
+  batch_sh = gs.batch_sharding(mesh)
+  step_fn = jax.jit(make_train_step(task.loss_fn, optimizer, config.optim, t_cfg.microbatches, task.tokens_per_row),
+                    in_shardings=(param_sh, train_sh, batch_sh, frozen_sh), out_shardings=(param_sh, train_sh, None),
+                    donate_argnums=(0, 1))
+  eval_fn = jax.jit(make_eval_step(task.loss_fn), in_shardings=(param_sh, batch_sh, frozen_sh))
+  return Plan(mesh, optimizer, abstract_params, gs.with_shardings(abstract_train, train_sh), step_fn, eval_fn,
+              quantum)
+
+
+def setup(config, task: Task, mesh, checkpointer: ckpt_lib.Checkpointer | None = None) -> State:
+  """plan() plus the state: restored from checkpointer's newest good step (the data stream moved to its
+  position), else initialised sharded from config.train.seed (or task.init_params)."""
+  p = plan(config, task, mesh)
+  restored = checkpointer.restore_latest(p.abstract_params, p.abstract_train) if checkpointer else None
+  if restored is not None:
+    params, train_state, data_state, start_step = restored
+    task.train_stream.restore(data_state)
+    return State(p, params, train_state, start_step)
+  param_sh = jax.tree.map(lambda x: x.sharding, p.abstract_params)
+  train_sh = jax.tree.map(lambda x: x.sharding, p.abstract_train)
+  rng_init, rng_train = jax.random.split(jax.random.PRNGKey(config.train.seed))
+  with gs.activation_context(mesh):
+    if task.init_params is not None:
+      params = task.init_params(rng_init, param_sh)
+    else:
+      params = gm.init_params(task.module, rng_init, shardings=param_sh)
+    train_state = jax.jit(functools.partial(init_train_state, p.optimizer), out_shardings=train_sh)(params, rng_train)
+  return State(p, params, train_state, 0)
 
 
 class _Preemption:
@@ -160,124 +235,127 @@ class _Preemption:
     signal.signal(signal.SIGTERM, self.previous)
 
 
-def train(config, workdir: str, task: Task, mesh=None) -> dict:
-  """Trains until config.train.total_tokens; resumes from <workdir>/checkpoints. Returns the final metrics."""
+def train(config, workdir: str, task: Task, mesh=None, run_record: dict | None = None) -> Result:
+  """Trains until config.train.total_tokens, resuming from <workdir>/checkpoints. The run's config.json (and
+  run.json with run_record) are written only once the restore, if any, has accepted this config."""
   mesh = mesh or gs.make_mesh(config.mesh)
-  t_cfg = config.train
-  boxed = gm.abstract_variables(task.module)['params']
-  param_sh = gs.param_shardings(boxed, mesh)
-  abstract_params = nn.unbox(boxed)
-  optimizer = optim.make_optimizer(config.optim, abstract_params)
-
-  init_train = functools.partial(init_train_state, optimizer)
-
-  abstract_train = jax.eval_shape(init_train, abstract_params, jax.random.PRNGKey(0))
-  train_sh = gs.state_shardings(abstract_train, abstract_params, param_sh, mesh)
-  with_sharding = lambda tree, sh: jax.tree.map(  # noqa: E731
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, sh)
-
-  ckpt_lib.save_config(workdir, config)
   checkpointer = ckpt_lib.Checkpointer(workdir, config.checkpoint)
-  writer = metrics_lib.MetricWriter(workdir, t_cfg.total_tokens, config, t_cfg.wandb)
-  peak, peak_source = flops.total_peak_flops()
-  if jax.process_index() == 0:
-    print(f'mesh {dict(mesh.shape)} | {flops.count_params_abstract(abstract_params):,} params | peak '
-          f'{peak:.3g} FLOP/s ({peak_source})', flush=True)
-  restored = checkpointer.restore_latest(with_sharding(abstract_params, param_sh),
-                                         with_sharding(abstract_train, train_sh))
-  with gs.activation_context(mesh):
-    if restored is None:
-      rng_init, rng_train = jax.random.split(jax.random.PRNGKey(t_cfg.seed))
-      if task.init_params is not None:
-        params = task.init_params(rng_init, param_sh)
-      else:
-        params = gm.init_params(task.module, rng_init, shardings=param_sh)
-      train_state = jax.jit(init_train, out_shardings=train_sh)(params, rng_train)
-      start_step = 0
-    else:
-      params, train_state, data_state, start_step = restored
-      task.train_stream.restore(data_state)
-      writer.text(start_step, 'resume', f'resumed from step {start_step} in {checkpointer.directory}')
-
-    step_fn = jax.jit(make_train_step(task.loss_fn, optimizer, config.optim, t_cfg.microbatches,
-                                      config.model.context),
-                      in_shardings=(param_sh, train_sh, gs.batch_sharding(mesh)),
-                      out_shardings=(param_sh, train_sh, None), donate_argnums=(0, 1))
-    eval_fn = jax.jit(make_eval_step(task.loss_fn), in_shardings=(param_sh, gs.batch_sharding(mesh)))
-
-    quantum = gs.batch_shards(mesh) * t_cfg.microbatches
-    if (t_cfg.batch_tokens // config.model.context) % quantum:
-      raise gcfg.ConfigError(
-          f'train.batch_tokens={t_cfg.batch_tokens} is {t_cfg.batch_tokens // config.model.context} sequences, not a '
-          f'multiple of the {gs.batch_shards(mesh)} batch shards (mesh data x fsdp) x {t_cfg.microbatches} '
-          f'microbatches: change train.batch_tokens, train.microbatches or the mesh.')
-    preemption = _Preemption()
-    step, tokens = start_step, int(jax.device_get(train_state['sequences'])) * config.model.context
-    window_start, window_tokens, last, evaluated = time.perf_counter(), 0, {}, (None, {})
+  try:
+    state = setup(config, task, mesh, checkpointer)
+    ckpt_lib.save_config(workdir, config, run_record)
+    writer = metrics_lib.MetricWriter(workdir, config.train.total_tokens, config, config.train.wandb)
     try:
-      while tokens < t_cfg.total_tokens:
-        n_sequences = optim.batch_sequences(config, tokens, quantum)
-        local = task.train_stream.next_batch(n_sequences)
-        batch = pipeline.make_global_batch(local, gs.batch_sharding(mesh))
-        params, train_state, step_metrics = step_fn(params, train_state, batch)
-        step += 1
-        tokens += n_sequences * config.model.context
-        window_tokens += n_sequences * config.model.context
+      return run(config, task, state, checkpointer, writer)
+    finally:
+      writer.close()
+  finally:
+    checkpointer.wait()
+    checkpointer.close()
 
-        saved = False
-        if step % config.checkpoint.every_steps == 0:
-          saved = checkpointer.save(step, params, train_state, task.train_stream.state())
+
+def run(config, task: Task, state: State, checkpointer: ckpt_lib.Checkpointer, writer) -> Result:
+  """Steps state until the token budget is spent or SIGTERM: logs, evaluates, saves, and stops after too many
+  consecutive non-finite steps (TrainingStopped)."""
+  p, t_cfg, ckpt_every = state.plan, config.train, config.checkpoint.every_steps
+  params, train_state, step = state.params, state.train_state, state.start_step
+  _announce(p, task, state, checkpointer, writer)
+  tokens = int(jax.device_get(train_state['sequences'])) * task.tokens_per_row
+  meter, last, evaluated = _Meter(task), {}, None
+  preemption = _Preemption()
+  try:
+    with gs.activation_context(p.mesh):
+      while tokens < t_cfg.total_tokens:
+        rows = optim.batch_sequences(config, tokens, p.rows_quantum, task.tokens_per_row)
+        batch = pipeline.make_global_batch(task.train_stream.next_batch(rows), gs.batch_sharding(p.mesh))
+        params, train_state, step_metrics = p.step_fn(params, train_state, batch, task.frozen)
+        step, tokens = step + 1, tokens + rows * task.tokens_per_row
+        meter.add(rows)
+        saved = step % ckpt_every == 0 and checkpointer.save(step, params, train_state, task.train_stream.state())
         if step % t_cfg.log_every == 0 or tokens >= t_cfg.total_tokens:
-          step_metrics = jax.device_get(step_metrics)
-          elapsed = time.perf_counter() - window_start
-          throughput = window_tokens / elapsed
-          last = {k: float(v) for k, v in step_metrics.items()}
-          last.update(tokens_per_sec=throughput, step_time=elapsed * n_sequences * config.model.context /
-                      window_tokens, mfu=flops.mfu(throughput, config.model, peak), batch_tokens=n_sequences *
-                      config.model.context)
+          last = meter.read(jax.device_get(step_metrics), rows)
           writer.write(step, last, tokens)
-          window_start, window_tokens = time.perf_counter(), 0
-          if int(jax.device_get(train_state['longest_skip_run'])) >= t_cfg.max_consecutive_skips:
-            raise TrainingStopped(
-                f'{t_cfg.max_consecutive_skips} consecutive steps had a non-finite loss or gradient (step {step}); '
-                f'the last good checkpoint in {checkpointer.directory} is intact: lower optim.peak_lr or check the '
-                f'data, then rerun to resume.')
+          _stop_after_skips(config, train_state, step, checkpointer)
         if task.eval_batches is not None and t_cfg.eval_every and step % t_cfg.eval_every == 0:
-          evaluated = (step, evaluate(eval_fn, params, task, mesh))
-          writer.write(step, evaluated[1], tokens, prefix='eval')
-          window_start, window_tokens = time.perf_counter(), 0  # evaluation time is not training throughput
+          evaluated = _evaluate_and_write(p, params, task, writer, step, tokens)
+          meter.restart()  # evaluation time is not training throughput
         if preemption.should_stop(step, t_cfg.log_every):
           if not saved:
             checkpointer.save(step, params, train_state, task.train_stream.state(), force=True)
           checkpointer.wait()
           writer.text(step, 'preempted', f'SIGTERM: saved step {step}; rerun the same command to resume.')
-          return last
+          return Result(params, last, 'preempted')
       if step not in checkpointer.manager.all_steps():
         checkpointer.save(step, params, train_state, task.train_stream.state(), force=True)
       if task.eval_batches is not None:
-        if evaluated[0] != step:
-          evaluated = (step, evaluate(eval_fn, params, task, mesh))
-          writer.write(step, evaluated[1], tokens, prefix='eval')
+        if evaluated is None or evaluated[0] != step:
+          evaluated = _evaluate_and_write(p, params, task, writer, step, tokens)
         last.update({f'eval_{k}': v for k, v in evaluated[1].items()})
-      checkpointer.wait()
-      last['params'] = params
-      return last
-    finally:
-      preemption.restore()
-      checkpointer.wait()
-      checkpointer.close()
-      writer.close()
+    checkpointer.wait()
+    return Result(params, last, 'finished')
+  finally:
+    preemption.restore()
+
+
+def _announce(p: Plan, task: Task, state: State, checkpointer, writer) -> None:
+  peak, peak_source = flops.total_peak_flops()
+  if jax.process_index() == 0:
+    print(f'mesh {dict(p.mesh.shape)} | {flops.count_params_abstract(p.abstract_params):,} params | peak '
+          f'{peak:.3g} FLOP/s ({peak_source})', flush=True)
+  if state.start_step:
+    writer.text(state.start_step, 'resume', f'resumed from step {state.start_step} in {checkpointer.directory}')
+
+
+class _Meter:
+  """Throughput and MFU over the steps since the last read (or restart)."""
+
+  def __init__(self, task: Task):
+    self.task = task
+    self.peak = flops.total_peak_flops()[0]
+    self.restart()
+
+  def restart(self):
+    self.start, self.rows = time.perf_counter(), 0
+
+  def add(self, rows: int):
+    self.rows += rows
+
+  def read(self, step_metrics: dict, batch_rows: int) -> dict:
+    elapsed = time.perf_counter() - self.start
+    rows_per_sec = self.rows / elapsed
+    tokens_per_row = self.task.tokens_per_row
+    out = {k: float(v) for k, v in step_metrics.items()}
+    out.update(tokens_per_sec=rows_per_sec * tokens_per_row, step_time=elapsed * batch_rows / self.rows,
+               mfu=rows_per_sec * self.task.flops_per_row / self.peak, batch_tokens=batch_rows * tokens_per_row)
+    self.restart()
+    return out
+
+
+def _stop_after_skips(config, train_state, step: int, checkpointer) -> None:
+  limit = config.train.max_consecutive_skips
+  if int(jax.device_get(train_state['longest_skip_run'])) < limit:
+    return
+  saved = checkpointer.manager.all_steps()
+  where = (f'the last good checkpoint (step {max(saved)}) in {checkpointer.directory} is intact' if saved else
+           'no checkpoint was saved yet')
+  raise TrainingStopped(f'{limit} consecutive steps had a non-finite loss or gradient (step {step}); {where}: '
+                        f'lower optim.peak_lr or check the data, then rerun{" to resume" if saved else ""}.')
+
+
+def _evaluate_and_write(p: Plan, params, task: Task, writer, step: int, tokens: int) -> tuple[int, dict]:
+  result = evaluate(p.eval_fn, params, task, p.mesh)
+  writer.write(step, result, tokens, prefix='eval')
+  return step, result
 
 
 def evaluate(eval_fn, params, task: Task, mesh) -> dict:
-  """Loss, perplexity and (given bytes per token) bits per byte over task.eval_batches()."""
+  """Loss, perplexity and task.eval_extra's metrics over task.eval_batches()."""
   loss_sum, weight = 0.0, 0.0
   for local in task.eval_batches():
     batch = pipeline.make_global_batch(local, gs.batch_sharding(mesh))
-    s, w = jax.device_get(eval_fn(params, batch))
+    s, w = jax.device_get(eval_fn(params, batch, task.frozen))
     loss_sum, weight = loss_sum + float(s), weight + float(w)
   loss = loss_sum / max(weight, 1.0)
   result = dict(loss=loss, perplexity=math.exp(min(loss, 50.0)))
-  if task.bytes_per_token:
-    result['bits_per_byte'] = loss / math.log(2) / task.bytes_per_token
+  if task.eval_extra is not None:
+    result.update(task.eval_extra(result))
   return result

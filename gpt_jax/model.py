@@ -5,7 +5,7 @@ and the reward / value / classifier heads (heads.py) are separate modules with t
 'trunk' checkpoint initialises any of them. Parameters and key activations carry logical axis names; only
 sharding.py maps them to mesh axes.
 
-Decoding uses an explicit cache pytree {'k', 'v', 'end': [batch]} built by init_cache: each call appends its tokens
+Decoding uses an explicit cache pytree {'k', 'v', 'end': [batch]} (decoding.init_cache): each call appends its tokens
 at row b's offset end[b] and returns the cache with end advanced. 'k' and 'v' follow the layer layout: one
 [n_layers, batch, n_heads, max_length, d_head] array for scanned layers (what nn.scan slices), a tuple of n_layers
 [batch, n_heads, max_length, d_head] arrays for unrolled ones, so a decode loop updates each layer's in place.
@@ -380,56 +380,6 @@ def lm_logits(parent: nn.Module, trunk: Transformer, hidden):
                           (cfg.d_model, cfg.padded_vocab_size), jnp.dtype(cfg.param_dtype))
     logits = dense(hidden.astype(cfg.dtype), kernel.astype(cfg.dtype))
   return _constrain(mask_padding_logits(logits, cfg.vocab_size), ('act_batch', 'act_length', 'act_vocab'))
-
-
-def unstack_layers(params, n_layers: int):
-  """A scanned model's params (trunk/blocks, stacked on a leading layer axis) as the unscanned model's
-  (trunk/block_0 .. block_{n-1}); both models compute the same function."""
-  trunk = dict(params['trunk'])
-  blocks = trunk.pop('blocks')
-  for i in range(n_layers):
-    trunk[f'block_{i}'] = jax.tree.map(lambda x, i=i: x[i], blocks)
-  return dict(params, trunk=trunk)
-
-
-def decoding_layout(config, vocab_multiple: int = 1) -> tuple[ModelConfig, Any]:
-  """(config, convert) for the same GPTLM laid out for one-token-at-a-time decoding; convert(params) maps params.
-
-  - Layers are unrolled: under nn.scan every token slices each layer's weights and cache out of stacked arrays.
-  - The LM head is its own [d_model, vocab] matrix (a tied one is copied): XLA:CPU took twice as long or more to
-    read the [vocab, d_model] table transposed at batch-8 decode shapes (docs/performance.md).
-  - The vocabulary is padded only to a multiple of vocab_multiple (the mesh's tensor axis), not of 128: with no
-    padding ids there is nothing to mask, and masking updates (and copies) the whole logits array every token.
-  Token ids below vocab_size get the same logits from both models.
-  """
-  cfg = ModelConfig.of(config)
-  padded = min(-(-cfg.vocab_size // vocab_multiple) * vocab_multiple, cfg.padded_vocab_size)
-
-  def convert(params):
-    if cfg.scan_layers:
-      params = unstack_layers(params, cfg.n_layers)
-    table = params['trunk']['wte']['embedding']
-    head = table.T if cfg.tie_embeddings else params['lm_head']
-    trunk = dict(params['trunk'], wte=dict(embedding=table[:padded]))
-    return dict(params, trunk=trunk, lm_head=head[:, :padded])
-
-  return dataclasses.replace(cfg, scan_layers=False, tie_embeddings=False, padded_vocab_size=padded), convert
-
-
-def init_cache(config, batch_size: int, max_length: int, dtype=None):
-  """An empty KV cache for `batch_size` rows of up to `max_length` positions (at most the model context), laid
-  out for config's scanned or unrolled layers (see the module docstring)."""
-  cfg = ModelConfig.of(config)
-  if max_length > cfg.context:
-    raise ValueError(f'max_length={max_length} exceeds model.context={cfg.context}: shorten the prompt or '
-                     f'max new tokens.')
-  shape = (batch_size, cfg.n_heads, max_length, cfg.d_head)
-  dtype = dtype or jnp.dtype(cfg.dtype)
-  if cfg.scan_layers:
-    layers = lambda: jnp.zeros((cfg.n_layers, *shape), dtype)
-  else:
-    layers = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layers))
-  return dict(k=layers(), v=layers(), end=jnp.zeros((batch_size,), jnp.int32))
 
 
 def abstract_variables(module: nn.Module, batch_size: int = 1):

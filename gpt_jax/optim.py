@@ -54,9 +54,11 @@ def make_optimizer(optim_config, params) -> optax.GradientTransformation:
   return optax.inject_hyperparams(build)(learning_rate=o.peak_lr)
 
 
-def batch_sequences(config, tokens_seen: int, quantum: int) -> int:
-  """Global batch in sequences at `tokens_seen` under the GPT-3 ramp, a multiple of `quantum` (the batch shards)."""
-  t, o, context = config.train, config.optim, config.model.context
+def batch_sequences(config, tokens_seen: int, quantum: int, tokens_per_row: int | None = None) -> int:
+  """Global batch in rows at `tokens_seen` under the GPT-3 ramp, a multiple of `quantum` (the batch shards); a row
+  holds tokens_per_row tokens (default: model.context, a pretraining sequence)."""
+  t, o = config.train, config.optim
+  context = tokens_per_row or config.model.context
   full = t.batch_tokens // context
   if not o.ramp_start_tokens or tokens_seen >= o.ramp_tokens:
     return full

@@ -1,4 +1,4 @@
-"""Device mesh from config, THE logical-axis rules table, sharding helpers, and multi-host initialisation.
+"""Device mesh from config, THE logical-axis rules table, sharding helpers.
 
 The model only names axes (batch, length, embed, heads, head_dim, mlp, vocab, layers, and act_* for activations).
 RULES below is the one place that maps them to mesh axes, so data parallelism, FSDP and tensor parallelism are
@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 
 import flax.linen as nn
 import jax
-from absl import flags
 import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -157,35 +155,12 @@ def activation_context(mesh: Mesh, rules=RULES):
     yield
 
 
-def define_distributed_flags() -> None:
-  """--coordinator_address, --num_processes and --process_id, read by initialize_distributed_from_flags."""
-  flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 for multi-host runs.')
-  flags.DEFINE_integer('num_processes', None, 'Number of processes in a multi-host run.')
-  flags.DEFINE_integer('process_id', None, 'This process index in a multi-host run.')
+def with_shardings(tree, shardings):
+  """tree's leaves as ShapeDtypeStructs carrying `shardings`: what restores and ahead-of-time lowering take."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
-def initialize_distributed_from_flags() -> None:
-  f = flags.FLAGS
-  initialize_distributed(f.coordinator_address, f.num_processes, f.process_id)
-
-
-def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None) -> None:
-  """jax.distributed.initialize from explicit flags, from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
-  JAX_PROCESS_ID, or (GPT_JAX_DISTRIBUTED=1, set by launch/) from the cluster environment that jax detects
-  itself (Cloud TPU, SLURM). With none of these a single process runs alone, so one entry point serves a laptop."""
-  coordinator_address = coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS')
-  if coordinator_address:
-    try:
-      num_processes = num_processes if num_processes is not None else int(os.environ['JAX_NUM_PROCESSES'])
-      process_id = process_id if process_id is not None else int(os.environ['JAX_PROCESS_ID'])
-    except KeyError as missing:
-      raise ConfigError(f'a coordinator address is set but {missing.args[0]} is not: give --num_processes and '
-                        f'--process_id (or JAX_NUM_PROCESSES and JAX_PROCESS_ID) too.') from None
-    jax.distributed.initialize(coordinator_address, num_processes, process_id)
-  elif os.environ.get('GPT_JAX_DISTRIBUTED') == '1':
-    # jax's SLURM detection gives each task the one GPU of its local rank; with one task per node (our launch
-    # script) that task must own all of the node's GPUs.
-    gpus = os.environ.get('SLURM_GPUS_ON_NODE')
-    one_task_per_node = os.environ.get('SLURM_NTASKS_PER_NODE') == '1'
-    jax.distributed.initialize(local_device_ids=list(range(int(gpus))) if gpus and one_task_per_node else None)
+def abstract_params(boxed_abstract, mesh: Mesh):
+  """The unboxed params of a boxed abstract pytree (model.abstract_variables(module)['params']) as sharded
+  ShapeDtypeStructs, placed by the rules table on mesh: nothing is allocated."""
+  return with_shardings(nn.unbox(boxed_abstract), param_shardings(boxed_abstract, mesh))

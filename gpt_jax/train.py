@@ -9,23 +9,25 @@ JAX_PROCESS_ID) or from --coordinator_address / --num_processes / --process_id.
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import sys
 
 import jax
-from absl import app, flags
+from absl import flags
 
-from gpt_jax import config as gcfg
+from gpt_jax import cli
+from gpt_jax import flops
 from gpt_jax import loop
+from gpt_jax import losses
 from gpt_jax import model as gm
 from gpt_jax import sample
 from gpt_jax import sharding as gs
+from gpt_jax.config import ConfigError
 from gpt_jax.data import pipeline
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and TensorBoard logs.')
-gs.define_distributed_flags()
 
 
 def bytes_per_token(tokenizer, batches) -> float:
@@ -39,7 +41,8 @@ def bytes_per_token(tokenizer, batches) -> float:
 
 
 def build_task(config):
-  """The pretraining Task: GPTLM, next-token loss, the configured data stream and validation batches."""
+  """The pretraining Task: GPTLM, next-token loss, the configured data stream and validation batches; a row is
+  one packed sequence of model.context tokens."""
   stream = pipeline.TrainStream(config)
   eval_rows = config.train.batch_tokens // config.model.context
   cached = []
@@ -48,18 +51,21 @@ def build_task(config):
     if not cached:
       cached.extend(pipeline.eval_batches(config, config.train.eval_batches, eval_rows))
     return cached
-  ratio = bytes_per_token(stream.tokenizer, eval_batches()) if config.train.eval_batches else None
-  return loop.Task(module=gm.GPTLM(config.model), loss_fn=loop.lm_loss_fn(config), train_stream=stream,
-                   eval_batches=eval_batches if config.train.eval_batches else None, bytes_per_token=ratio)
+
+  eval_extra = None
+  if config.train.eval_batches:
+    ratio = bytes_per_token(stream.tokenizer, eval_batches())
+    eval_extra = lambda result: {'bits_per_byte': result['loss'] / math.log(2) / ratio}  # noqa: E731
+  context = config.model.context
+  return loop.Task(module=gm.GPTLM(config.model), loss_fn=losses.lm_loss_fn(config), train_stream=stream,
+                   tokens_per_row=context, flops_per_row=context * flops.flops_per_token(config.model),
+                   eval_batches=eval_batches if config.train.eval_batches else None, eval_extra=eval_extra)
 
 
-def write_run_metadata(workdir: str, config, tokenizer) -> None:
-  if jax.process_index() == 0:
-    meta = dict(tokenizer=config.data.tokenizer, tokenizer_checksum=tokenizer.checksum,
-                processes=jax.process_count(), devices=jax.device_count(), device_kind=jax.devices()[0].device_kind,
-                argv=sys.argv)
-    with open(os.path.join(workdir, 'run.json'), 'w') as f:
-      json.dump(meta, f, indent=2)
+def run_record(config, tokenizer) -> dict:
+  """What run.json records about how the run was started."""
+  return dict(tokenizer=config.data.tokenizer, tokenizer_checksum=tokenizer.checksum, processes=jax.process_count(),
+              devices=jax.device_count(), device_kind=jax.devices()[0].device_kind, argv=sys.argv)
 
 
 def sample_text(config, params, tokenizer, n_tokens: int, mesh) -> str:
@@ -72,27 +78,26 @@ def sample_text(config, params, tokenizer, n_tokens: int, mesh) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments {argv[1:]}: flags are --config, --workdir and --config.<field>=...')
+  del argv
   if not FLAGS.workdir:
-    raise app.UsageError('--workdir is required: the directory for checkpoints and logs, e.g. --workdir=runs/x.')
-  gs.initialize_distributed_from_flags()
-  config = gcfg.config_from_flags()
+    raise ConfigError('--workdir is required: the directory for checkpoints and logs, e.g. --workdir=runs/x.')
+  if os.path.exists(FLAGS.workdir) and not os.path.isdir(FLAGS.workdir):
+    raise ConfigError(f'--workdir={FLAGS.workdir} is a file, not a directory: pass a new or existing run directory.')
+  config = cli.config_from_flags()
   os.makedirs(FLAGS.workdir, exist_ok=True)
   task = build_task(config)
-  write_run_metadata(FLAGS.workdir, config, task.train_stream.tokenizer)
   mesh = gs.make_mesh(config.mesh)
   try:
-    result = loop.train(config, FLAGS.workdir, task, mesh)
+    result = loop.train(config, FLAGS.workdir, task, mesh, run_record(config, task.train_stream.tokenizer))
   except loop.TrainingStopped as error:
     print(f'error: {error}', file=sys.stderr)
     return 2
-  if 'params' in result and config.train.sample_tokens:
-    text = sample_text(config, result['params'], task.train_stream.tokenizer, config.train.sample_tokens, mesh)
+  if result.stopped == 'finished' and config.train.sample_tokens:
+    text = sample_text(config, result.params, task.train_stream.tokenizer, config.train.sample_tokens, mesh)
     if jax.process_index() == 0:
       print('--- sample ---\n' + text, flush=True)
   return 0
 
 
 if __name__ == '__main__':
-  gcfg.run_main(main, 'configs/tiny.py:micro')
+  cli.run_main(main, 'configs/tiny.py:micro')

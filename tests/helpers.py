@@ -25,3 +25,15 @@ def tiny_lm(context: int, seed: int):
   params = gm.init_params(module, jax.random.key(seed))
   full = jax.jit(lambda p, t: jax.nn.log_softmax(module.apply({'params': p}, t), axis=-1))
   return config, module, params, full
+
+
+def load_lm(path, mesh=None):
+  """(config, params, step) of the GPTLM saved in a workdir or export dir, params placed on mesh (default: one
+  device), as the inference commands load it."""
+  from gpt_jax import checkpoint as ckpt_lib
+  from gpt_jax import sharding as gs
+  config = ckpt_lib.load_config(str(path))
+  abstract = gs.abstract_params(gm.abstract_variables(gm.GPTLM(config.model))['params'],
+                                mesh or gs.single_device_mesh())
+  params, step = ckpt_lib.load_for_inference(str(path), abstract)
+  return config, params, step

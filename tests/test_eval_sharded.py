@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 
 from gpt_jax import checkpoint as ckpt_lib
+from gpt_jax import cli
 from gpt_jax import model as gm
 from gpt_jax import sample
 from gpt_jax import sharding as gs
 from gpt_jax.data import tokenizer as tok_lib
 from gpt_jax.eval import fewshot, tasks
-from tests.helpers import tiny_config
+from tests.helpers import load_lm, tiny_config
 
 TOK = tok_lib.ByteTokenizer()
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,7 +85,7 @@ def test_load_for_inference_places_params_on_the_mesh(model, tmp_path):
   config, module, params = model
   ckpt_lib.export_params(str(tmp_path / 'export'), params, 7, config)
   mesh = _mesh(1, 2, 4)
-  _, loaded, step = ckpt_lib.load_for_inference(str(tmp_path / 'export'), mesh)
+  _, loaded, step = load_lm(tmp_path / 'export', mesh)
   assert step == 7
   wanted = gs.param_shardings(gm.abstract_variables(module)['params'], mesh)
   jax.tree.map(lambda x, s: x.sharding.is_equivalent_to(s, x.ndim) or pytest.fail(f'{x.sharding} != {s}'),
@@ -97,7 +98,7 @@ def test_load_for_inference_places_params_on_the_mesh(model, tmp_path):
                                          ('0,1,1', 'positive integer'), ('1,1,3', 'not divisible')])
 def test_bad_mesh_flag_is_one_sentence_naming_it(spec, reason):
   with pytest.raises(gs.ConfigError) as error:
-    sample.inference_mesh(tiny_config(), spec)
+    cli.inference_mesh(tiny_config(), spec)
   message = str(error.value)
   assert message.startswith(f'--mesh={spec} ') and reason in message and '--mesh=-1,1,1' in message
   assert message.replace('e.g. ', '').count('. ') == 0 and '\n' not in message
@@ -105,7 +106,7 @@ def test_bad_mesh_flag_is_one_sentence_naming_it(spec, reason):
 
 def test_a_saved_mesh_that_does_not_fit_points_to_the_flag():
   with pytest.raises(gs.ConfigError, match=r"run's own mesh .* pass --mesh=data,fsdp,tensor"):
-    sample.inference_mesh(tiny_config(mesh__data=16, mesh__fsdp=1), None)
+    cli.inference_mesh(tiny_config(mesh__data=16, mesh__fsdp=1), None)
 
 
 def _free_port():

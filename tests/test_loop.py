@@ -1,5 +1,6 @@
 """The training loop in-process: schedule, accumulation, skips, resume == uninterrupted, mesh change, corruption."""
 
+import dataclasses
 import glob
 import os
 
@@ -15,6 +16,7 @@ from gpt_jax import model as gm
 from gpt_jax import optim
 from gpt_jax import sharding as gs
 from gpt_jax import train as train_lib
+from tests.helpers import load_lm
 
 
 @pytest.fixture(scope='module')
@@ -32,7 +34,7 @@ def _config(data_dir, **overrides):
 
 
 def _params(workdir):
-  return ckpt_lib.load_for_inference(workdir)[1]
+  return load_lm(workdir)[1]
 
 
 def _assert_trees_equal(a, b):
@@ -77,7 +79,7 @@ def test_microbatch_accumulation_equals_one_big_batch(data_dir):
   for n in (1, 4):
     train = dict(loop.init_train_state(optimizer, params, jax.random.PRNGKey(0)), sequences=jnp.int32(64))  # lr > 0
     step = jax.jit(loop.make_train_step(task.loss_fn, optimizer, config.optim, n, config.model.context))
-    results.append(step(params, train, batch))
+    results.append(step(params, train, batch, {}))
   np.testing.assert_allclose(results[0][2]['loss'], results[1][2]['loss'], rtol=1e-6)
   # Adam divides by sqrt(nu), so float reassociation in near-zero gradients shows up at ~1e-6 in the update.
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5), results[0][0], results[1][0])
@@ -88,17 +90,19 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(data_dir, tmp_path):
   task = train_lib.build_task(config)
   lm_loss = task.loss_fn
 
-  def poisoned(params, batch, rng, train):
-    loss, weight, extra = lm_loss(params, batch, rng, train)
+  def poisoned(params, batch, rng, train, frozen):
+    loss, weight, extra = lm_loss(params, batch, rng, train, frozen)
     return (loss * jnp.nan if poisoned.bad else loss), weight, extra  # read when the step is traced
   poisoned.bad = False
   workdir = str(tmp_path / 'run')
-  loop.train(config, workdir, loop.Task(task.module, poisoned, task.train_stream))
+  no_eval = dict(loss_fn=poisoned, eval_batches=None, eval_extra=None)
+  loop.train(config, workdir, dataclasses.replace(task, **no_eval))
   good = _params(workdir)
   poisoned.bad = True
   config.train.total_tokens *= 2
   with pytest.raises(loop.TrainingStopped, match='2 consecutive steps had a non-finite loss'):
-    loop.train(config, workdir, loop.Task(task.module, poisoned, train_lib.build_task(config).train_stream))
+    loop.train(config, workdir, dataclasses.replace(task, train_stream=train_lib.build_task(config).train_stream,
+                                                   **no_eval))
   _assert_trees_equal(_params(workdir), good)  # skipped updates never touched the saved params
 
 
@@ -106,7 +110,7 @@ def test_resumed_equals_uninterrupted_and_restores_on_another_mesh(data_dir, tmp
   config = _config(data_dir, **{'mesh.fsdp': 8})
   straight = str(tmp_path / 'straight')
   full = loop.train(config, straight, train_lib.build_task(config))
-  assert full['eval_loss'] < 5.0
+  assert full.metrics['eval_loss'] < 5.0
 
   half = _config(data_dir, **{'mesh.fsdp': 8, 'train.total_tokens': 16 * 32 * 3})
   resumed = str(tmp_path / 'resumed')
@@ -122,7 +126,7 @@ def test_resumed_equals_uninterrupted_and_restores_on_another_mesh(data_dir, tmp
   mesh = gs.make_mesh(other.mesh)
   task = train_lib.build_task(other)
   result = loop.train(other, moved, task, mesh=mesh)
-  spec = result['params']['trunk']['blocks']['attn']['qkv']['kernel'].sharding.spec
+  spec = result.params['trunk']['blocks']['attn']['qkv']['kernel'].sharding.spec
   assert spec == jax.sharding.PartitionSpec(None, 'fsdp', 'tensor', None, None)
   assert sorted(ckpt_lib.Checkpointer(moved, other.checkpoint).manager.all_steps())[-1] == 8
 
@@ -166,7 +170,7 @@ def test_checkpoint_of_an_older_layout_is_refused_not_quarantined(data_dir, tmp_
   with pytest.raises(gcfg.ConfigError, match='fused into one attn/qkv kernel'):
     loop.train(longer, workdir, train_lib.build_task(longer))
   with pytest.raises(gcfg.ConfigError, match='another parameter layout'):
-    ckpt_lib.load_for_inference(workdir)
+    load_lm(workdir)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4']
 
 
@@ -174,10 +178,10 @@ def test_export_params_round_trip(data_dir, tmp_path):
   config = _config(data_dir, **{'train.total_tokens': 16 * 32 * 2})
   workdir = str(tmp_path / 'run')
   result = loop.train(config, workdir, train_lib.build_task(config))
-  export = ckpt_lib.export_params(str(tmp_path / 'export'), result['params'], 2, config)
-  loaded_config, params, step = ckpt_lib.load_for_inference(export)
+  export = ckpt_lib.export_params(str(tmp_path / 'export'), result.params, 2, config)
+  loaded_config, params, step = load_lm(export)
   assert step == 2 and loaded_config.model.d_model == config.model.d_model
-  _assert_trees_equal(params, result['params'])
+  _assert_trees_equal(params, result.params)
   _assert_trees_equal(params, _params(workdir))
 
 

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gpt_jax import decoding
 from gpt_jax import heads
 from gpt_jax import model as gm
 from tests.helpers import tiny_config
@@ -70,7 +71,7 @@ def test_kv_cache_token_by_token_equals_full_forward(attention):
   cfg, lm, params, tokens = _setup(model__attention=attention, model__local_window=5)
   full = lm.apply({'params': params}, tokens)
   step = jax.jit(lambda p, t, c: lm.apply({'params': p}, t, cache=c))
-  cache = gm.init_cache(cfg.model, tokens.shape[0], cfg.model.context)
+  cache = decoding.init_cache(cfg.model, tokens.shape[0], cfg.model.context)
   outs = []
   for t in range(tokens.shape[1]):
     logits, cache = step(params, tokens[:, t:t + 1], cache)
@@ -85,7 +86,7 @@ def test_ragged_prefill_then_scan_decode_equals_full_forward(attention, scan_lay
   lengths = jnp.array([5, 11, 8])
   prefill_len, n_steps = 12, 10
   prompt = jnp.where(jnp.arange(prefill_len)[None] < lengths[:, None], tokens[:, :prefill_len], 0)
-  cache = gm.init_cache(cfg.model, 3, cfg.model.context)
+  cache = decoding.init_cache(cfg.model, 3, cfg.model.context)
 
   @jax.jit
   def run(params, prompt, cache):
@@ -147,14 +148,14 @@ def test_unscanned_layers_equal_scanned():
   cfg2 = tiny_config(model__attention='alternating', model__local_window=4, model__scan_layers=False)
   lm2 = gm.GPTLM(cfg2.model)
   np.testing.assert_allclose(lm.apply({'params': params}, tokens),
-                             lm2.apply({'params': gm.unstack_layers(params, cfg.model.n_layers)}, tokens), atol=1e-5)
+                             lm2.apply({'params': decoding.unstack_layers(params, cfg.model.n_layers)}, tokens), atol=1e-5)
 
 
 def test_decoding_layout_is_the_same_function():
   cfg, lm, params, tokens = _setup(model__attention='alternating', model__local_window=4)
   full = lm.apply({'params': params}, tokens)
   for multiple, padded in ((1, 258), (4, 260)):
-    decode_cfg, convert = gm.decoding_layout(cfg.model, vocab_multiple=multiple)
+    decode_cfg, convert = decoding.decoding_layout(cfg.model, vocab_multiple=multiple)
     assert not decode_cfg.scan_layers and not decode_cfg.tie_embeddings and decode_cfg.padded_vocab_size == padded
     decoded = convert(params)
     assert decoded['lm_head'].shape == (cfg.model.d_model, padded)
@@ -239,4 +240,4 @@ def test_heads_share_the_trunk_subtree():
 def test_cache_longer_than_context_is_refused():
   cfg = tiny_config()
   with pytest.raises(ValueError, match='model.context'):
-    gm.init_cache(cfg.model, 1, cfg.model.context + 1)
+    decoding.init_cache(cfg.model, 1, cfg.model.context + 1)

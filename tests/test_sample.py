@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gpt_jax import buckets
+from gpt_jax import decoding
 from gpt_jax import sample
 from gpt_jax.data import tokenizer as tok_lib
 from tests.helpers import tiny_lm
@@ -94,7 +96,7 @@ def test_sampled_logprobs_are_under_the_scaled_distribution(lm, sampler):
 
 def test_filter_logits_top_k_and_top_p():
   logits = jnp.log(jnp.array([[0.05, 0.5, 0.15, 0.3]]))
-  keep = lambda top_p=1.0, **kw: np.isfinite(np.asarray(sample.filter_logits(logits, 1.0, top_p, **kw)))[0].tolist()
+  keep = lambda top_p=1.0, **kw: np.isfinite(np.asarray(decoding.filter_logits(logits, 1.0, top_p, **kw)))[0].tolist()
   assert keep(top_k=0, nucleus=False) == [True, True, True, True]
   assert keep(top_k=2, nucleus=False) == [False, True, False, True]
   assert keep(top_k=0, nucleus=True, top_p=0.75) == [False, True, False, True]
@@ -158,7 +160,7 @@ def test_long_prompts_are_cut_from_the_left(sampler):
 def test_bucket_batches_compile_few_shapes():
   rng = np.random.default_rng(0)
   lengths = rng.integers(3, 300, size=2000)
-  batches = sample.bucket_batches(lengths, 256, lambda t: 4096 // t)
+  batches = buckets.bucket_batches(lengths, 256, lambda t: 4096 // t)
   covered = np.sort(np.concatenate([idx for idx, _, _ in batches]))
   np.testing.assert_array_equal(covered, np.arange(2000))
   for idx, length, rows in batches:

@@ -13,7 +13,7 @@ import pytest
 
 from gpt_jax import checkpoint as ckpt_lib
 from gpt_jax.data import pipeline
-from tests.helpers import tiny_config
+from tests.helpers import load_lm, tiny_config
 
 STEPS = 24
 FLAGS = ['--config=configs/tiny.py:nano', '--config.model.context=64', '--config.train.batch_tokens=1024',
@@ -48,7 +48,7 @@ def _run(workdir, data_dir, *extra, env=None):
 
 
 def _final_params(workdir):
-  config, params, step = ckpt_lib.load_for_inference(workdir)
+  config, params, step = load_lm(workdir)
   assert step == STEPS
   return params
 

@@ -16,18 +16,18 @@ import os
 import time
 
 import jax
-from absl import app, flags
+from absl import flags
 from jax.experimental import multihost_utils
 
+from gpt_jax import cli
 from gpt_jax import config as gcfg
 from gpt_jax import sample as sample_lib
-from gpt_jax import sharding as gs
 from gpt_jax.data import sources
 from gpt_jax.data import tokenizer as tok_lib
 from gpt_jax.eval import fewshot
 from gpt_jax.eval import tasks as tasks_lib
 
-sample_lib.define_model_flags()
+cli.define_model_flags()
 flags.DEFINE_list('tasks', [], 'task specs: directories holding task.json, or .json spec files.')
 flags.DEFINE_list('num_fewshot', [], 'values of K to evaluate (default: each spec\'s num_fewshot).')
 flags.DEFINE_integer('fewshot_seed', 1234, 'seed of the demonstration draws.')
@@ -47,7 +47,7 @@ flags.DEFINE_integer('task_seed', 0, 'seed of the GPT-3 task generators.')
 FLAGS = flags.FLAGS
 
 
-def _corpus_texts():
+def _corpus_texts(config):
   """The texts the scrambling word list is counted from: --words_from, else the stdlib corpus (Python sources).
 
   The paper counted English word frequencies; pass an English text with --words_from to come close to its list.
@@ -57,7 +57,7 @@ def _corpus_texts():
       raise gcfg.ConfigError(f'--words_from={FLAGS.words_from!r} does not exist: pass a text file.')
     with open(FLAGS.words_from, encoding='utf-8', errors='replace') as f:
       return [f.read()]
-  data_dir = (FLAGS.config or gcfg.default_config()).data.data_dir
+  data_dir = (config or gcfg.default_config()).data.data_dir
   return sources.open_source('stdlib', data_dir).texts('train')
 
 
@@ -91,15 +91,14 @@ def _summary(reports: list[dict]) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  gs.initialize_distributed_from_flags()
+  del argv
+  flag_config = cli.config_from_flags()
   main_process = jax.process_index() == 0  # every process computes the same reports; one writes them
 
   task_paths = list(FLAGS.tasks)
   if FLAGS.make_gpt3_tasks:
     if main_process:
-      words = tasks_lib.word_list(_corpus_texts(), FLAGS.n_words)
+      words = tasks_lib.word_list(_corpus_texts(flag_config), FLAGS.n_words)
       written = tasks_lib.write_gpt3_tasks(FLAGS.make_gpt3_tasks, words, FLAGS.task_seed)
       print(f'wrote {len(written)} GPT-3 tasks ({len(words)} scrambling words) to {FLAGS.make_gpt3_tasks}')
     multihost_utils.sync_global_devices('gpt3 tasks written')  # the others read them only once they are whole
@@ -107,11 +106,10 @@ def main(argv):
     if not FLAGS.workdir and FLAGS.init != 'random':
       return
   if not task_paths:
-    raise app.UsageError('pass --tasks=<task dir or spec.json>[,...] (or --make_gpt3_tasks=<dir>).')
+    raise gcfg.ConfigError('pass --tasks=<task dir or spec.json>[,...] (or --make_gpt3_tasks=<dir>).')
   loaded = [tasks_lib.load_task(p) for p in task_paths]
 
-  config, module, params, step, mesh = sample_lib.load_model(FLAGS.config, FLAGS.workdir, FLAGS.init, FLAGS.seed,
-                                                             FLAGS.mesh)
+  config, module, params, step, mesh = cli.load_model(flag_config, FLAGS.workdir, FLAGS.init, FLAGS.seed, FLAGS.mesh)
   tokenizer = tok_lib.load(config.data)
   sampler = sample_lib.Sampler(module, config.model, params, eot_id=tokenizer.eot_id, pad_id=tokenizer.pad_id,
                                batch_size=FLAGS.gen_batch_size, mesh=mesh)
@@ -144,4 +142,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  gcfg.run_main(main)
+  cli.run_main(main)

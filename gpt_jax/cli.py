@@ -1,0 +1,195 @@
+"""The command-line face shared by every entry point (train, sample, eval, and the fine-tuning stages).
+
+One place for: the --config flag and its --config.<field> overrides (loaded and validated once), the multi-host
+flags and jax.distributed initialisation, the model-loading flags of inference commands (--workdir / --init /
+--mesh), and the rule that a bad flag, config field, file or mesh ends the program with one sentence on stderr
+and exit status 2, never a traceback.
+
+    def main(argv): config = cli.config_from_flags(); ...
+    if __name__ == '__main__': cli.run_main(main, 'configs/tiny.py:micro')
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import jax
+import ml_collections
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from gpt_jax import checkpoint as ckpt
+from gpt_jax import config as gcfg
+from gpt_jax import model as gm
+from gpt_jax import sharding as gs
+from gpt_jax.config import ConfigError
+
+_default_spec = None
+
+
+def run_main(main, default_spec: str | None = None) -> None:
+  """Runs an absl entry point: defines --config and the multi-host flags, refuses stray positional arguments,
+  initialises jax.distributed, then calls main(argv). Bad flags and ConfigErrors end the program with one
+  sentence on stderr and exit status 2. Logging starts at WARNING: orbax logs every checkpoint save and restore
+  at INFO (--verbosity=0 brings it back)."""
+  define_config_flag(default_spec)
+  _define_distributed_flags()
+
+  def guarded(argv):
+    if not flags.FLAGS['verbosity'].present:
+      logging.set_verbosity(logging.WARNING)
+    try:
+      if len(argv) > 1:
+        raise ConfigError(f'unexpected arguments {" ".join(argv[1:])!r}: every option is a --flag, e.g. '
+                          f'--workdir=runs/x or --config.<field>=<value>.')
+      f = flags.FLAGS
+      initialize_distributed(f.coordinator_address, f.num_processes, f.process_id)
+      return main(argv)
+    except ConfigError as error:
+      print(f'error: {error}', file=sys.stderr)
+      return 2
+  app.run(guarded, flags_parser=_flags_parser)
+
+
+def define_config_flag(default_spec: str | None) -> None:
+  """Defines --config (and its --config.<key> overrides). config_flags loads the file and applies the overrides
+  found in sys.argv right here, so a bad flag is reported here, in one sentence, with exit status 2."""
+  global _default_spec
+  _default_spec = default_spec
+  try:
+    config_flags.DEFINE_config_file('config', default_spec, 'Config file and argument, e.g. configs/gpt3.py:125m.',
+                                    lock_config=True)
+  except Exception as error:  # noqa: BLE001 -- see _flags_parser
+    print(f'error: {_flag_error_message(error, sys.argv)}', file=sys.stderr)
+    sys.exit(2)
+
+
+def config_from_flags() -> ml_collections.ConfigDict | None:
+  """The validated --config (validated here, once), or None when the entry point has no default and none was
+  given; a ConfigError if it is bad."""
+  if flags.FLAGS['config'].value is None and _default_spec is None:
+    return None
+  try:
+    config = flags.FLAGS.config
+    config.keys()  # a file that failed to load is a placeholder that raises on first use
+  except Exception as error:  # noqa: BLE001 -- whatever config_flags raised, report it in one sentence
+    raise ConfigError(_flag_error_message(error, sys.argv)) from None
+  return gcfg.validate(config)
+
+
+def _flags_parser(argv):
+  """absl `flags_parser` for entry points: a bad --config or --config.<key> flag ends the program with one
+  sentence (exit 2) instead of a traceback from inside the flag machinery."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as error:  # noqa: BLE001 -- config_flags raises flag errors, KeyError, AttributeError, OSError
+    print(f'error: {_flag_error_message(error, argv)}', file=sys.stderr)
+    sys.exit(2)
+
+
+def _flag_error_message(error: Exception, argv) -> str:
+  spec = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), _default_spec)
+  if spec is None:
+    return str(error).strip().splitlines()[0]
+  try:
+    config = gcfg.load_config_file(spec)
+    for arg in argv:
+      if arg.startswith('--config.'):
+        gcfg.check_key(config, arg[len('--config.'):].split('=', 1)[0])
+  except ConfigError as config_error:
+    return str(config_error)
+  # The file loads and every key exists: a value did not parse as its field's type (or another flag is wrong).
+  return str(error).strip().splitlines()[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Multi-host.
+
+def _define_distributed_flags() -> None:
+  flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 for multi-host runs.')
+  flags.DEFINE_integer('num_processes', None, 'Number of processes in a multi-host run.')
+  flags.DEFINE_integer('process_id', None, 'This process index in a multi-host run.')
+
+
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """jax.distributed.initialize from explicit flags, from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+  JAX_PROCESS_ID, or (GPT_JAX_DISTRIBUTED=1, set by launch/) from the cluster environment that jax detects
+  itself (Cloud TPU, SLURM). With none of these a single process runs alone, so one entry point serves a laptop."""
+  coordinator_address = coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS')
+  if coordinator_address:
+    try:
+      num_processes = num_processes if num_processes is not None else int(os.environ['JAX_NUM_PROCESSES'])
+      process_id = process_id if process_id is not None else int(os.environ['JAX_PROCESS_ID'])
+    except KeyError as missing:
+      raise ConfigError(f'a coordinator address is set but {missing.args[0]} is not: give --num_processes and '
+                        f'--process_id (or JAX_NUM_PROCESSES and JAX_PROCESS_ID) too.') from None
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  elif os.environ.get('GPT_JAX_DISTRIBUTED') == '1':
+    # jax's SLURM detection gives each task the one GPU of its local rank; with one task per node (our launch
+    # script) that task must own all of the node's GPUs.
+    gpus = os.environ.get('SLURM_GPUS_ON_NODE')
+    one_task_per_node = os.environ.get('SLURM_NTASKS_PER_NODE') == '1'
+    jax.distributed.initialize(local_device_ids=list(range(int(gpus))) if gpus and one_task_per_node else None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading a model for inference (sample, eval).
+
+def define_model_flags() -> None:
+  """The flags that choose the model and devices of an inference command (gpt_jax.sample, gpt_jax.eval)."""
+  flags.DEFINE_string('workdir', None, 'run directory (or export_params directory) whose latest checkpoint and '
+                      'config are loaded.')
+  flags.DEFINE_enum('init', 'checkpoint', ['checkpoint', 'random'], 'where the parameters come from.')
+  flags.DEFINE_integer('seed', 0, 'init seed with --init=random (and the sampling seed of gpt_jax.sample).')
+  flags.DEFINE_string('mesh', None, 'data,fsdp,tensor sizes of the device mesh, one may be -1 (default: the '
+                      'config\'s mesh section), e.g. --mesh=-1,1,1 for data parallelism over all devices.')
+
+
+def inference_mesh(config, spec: str | None):
+  """The mesh evaluation and sampling run on: --mesh=data,fsdp,tensor (one of them may be -1), else the run's
+  own config.mesh, so a model that needed FSDP or tensor parallelism to train is loaded sharded the same way."""
+  if spec:
+    try:
+      data, fsdp, tensor = (int(x) for x in spec.split(','))
+    except ValueError:
+      raise ConfigError(f'--mesh={spec} must be three comma-separated sizes data,fsdp,tensor (one may be -1), '
+                        f'e.g. --mesh=-1,1,1.') from None
+    config = config.copy_and_resolve_references()
+    config.mesh.update(data=data, fsdp=fsdp, tensor=tensor, dcn_data=1, dcn_fsdp=1)
+  try:
+    return gs.make_mesh(gcfg.validate(config).mesh)
+  except ConfigError as error:
+    reason = str(error).rstrip('.')
+    if spec:
+      raise ConfigError(f'--mesh={spec} does not fit the {jax.device_count()} devices and this model ({reason}); '
+                        f'give other data,fsdp,tensor sizes, e.g. --mesh=-1,1,1.') from None
+    raise ConfigError(f'the run\'s own mesh does not fit the {jax.device_count()} devices here ({reason}); pass '
+                      f'--mesh=data,fsdp,tensor, e.g. --mesh=-1,1,1.') from None
+
+
+def load_model(config, workdir: str | None, init: str, seed: int = 0, mesh_spec: str | None = None):
+  """(config, module, params, step, mesh) of a GPTLM from a run's latest checkpoint or an export, or randomly
+  initialised from a config.
+
+  --workdir=runs/x reads the run's own config (validated once) and params; --init=random with
+  --config=configs/<file>.py:<arg> (config, already validated by config_from_flags) builds a smoke-test model
+  (step None). Params come sharded over inference_mesh(config, mesh_spec).
+  """
+  if init == 'random':
+    if config is None:
+      raise ConfigError('--init=random needs --config=configs/<file>.py[:<arg>] to know the model shape.')
+    mesh = inference_mesh(config, mesh_spec)
+    module = gm.GPTLM(config.model)
+    shardings = gs.param_shardings(gm.abstract_variables(module)['params'], mesh)
+    return config, module, gm.init_params(module, jax.random.key(seed), shardings=shardings), None, mesh
+  if init != 'checkpoint':
+    raise ConfigError(f'--init={init!r} is not valid: use checkpoint (with --workdir) or random (with --config).')
+  if not workdir:
+    raise ConfigError('pass --workdir=runs/<run> to load a checkpoint, or --config=... --init=random for a smoke run.')
+  config = ckpt.load_config(workdir)
+  mesh = inference_mesh(config, mesh_spec)
+  module = gm.GPTLM(config.model)
+  params, step = ckpt.load_for_inference(workdir, gs.abstract_params(gm.abstract_variables(module)['params'], mesh))
+  return config, module, params, step, mesh
