@@ -23,7 +23,7 @@ def get_config():
   o = c.optim
   o.peak_lr = 2.5e-4
   o.warmup_tokens = 2000 * 64 * 512
-  o.decay_tokens = c.train.total_tokens
+  o.decay_tokens = None  # decay over the whole run, whatever train.total_tokens is set to
   o.final_lr_fraction = 0.0
   o.b2 = 0.999
   o.weight_decay = 0.01  # the paper's "modified L2 regularisation, w = 0.01, on all non bias or gain weights"

@@ -35,5 +35,5 @@ def get_config(size: str = 'small'):
   c.train.total_tokens = 100_000_000_000
   c.optim.peak_lr = lr
   c.optim.warmup_tokens = 375_000_000
-  c.optim.decay_tokens = 100_000_000_000
+  c.optim.decay_tokens = None  # decay over the whole run (train.total_tokens)
   return c

@@ -1,7 +1,8 @@
 """Tiny GPTs for CPU: tests, laptop sweeps and the quick start (pre-LN, GPT-3-style, byte tokenizer by default).
 
 --config=configs/tiny.py:<size>, size in nano (~0.1M params), micro (~0.8M, the quick-start default: a few
-minutes on 2 CPU cores), mini (~3.3M), small (~11M). The name sets the shape; the recipe is the default scaled down.
+minutes on 2 CPU cores), mini (~3.3M), small (~11M). The name sets the shape; the recipe is the default scaled down, and
+the schedule follows train.total_tokens (warmup 2%, cosine decay over the whole run) unless optim.* sets it.
 """
 
 from gpt_jax.config import ConfigError, default_config
@@ -28,7 +29,5 @@ def get_config(size: str = 'micro'):
   c.train.log_every = 20
   c.train.eval_every = 250
   c.optim.peak_lr = lr
-  c.optim.warmup_tokens = total // 50
-  c.optim.decay_tokens = total
   c.checkpoint.every_steps = 200
   return c

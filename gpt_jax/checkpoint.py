@@ -156,8 +156,9 @@ def load_for_inference(path: str, abstract_params, item: str = 'params'):
   path = absolute(path)
 
   def refuse(where: str, mismatch: str):
-    raise gcfg.ConfigError(f'{where} does not fit the model its {path / CONFIG_FILE} describes ({mismatch}): it was '
-                           f'written by a gpt_jax with another parameter layout; train or export it again.')
+    raise gcfg.ConfigError(f'{where} does not fit the model asked for, as its {path / CONFIG_FILE} describes it '
+                           f'({mismatch}): it holds another kind of model, or another parameter layout (an older '
+                           f'gpt_jax); load it as the model it was trained as, or train or export it again.')
 
   if (path / item).exists():
     with ocp.StandardCheckpointer() as checkpointer:

@@ -33,6 +33,7 @@ def run_main(main, default_spec: str | None = None) -> None:
   initialises jax.distributed, then calls main(argv). Bad flags and ConfigErrors end the program with one
   sentence on stderr and exit status 2. Logging starts at WARNING: orbax logs every checkpoint save and restore
   at INFO (--verbosity=0 brings it back)."""
+  sys.argv = [_integral_token_count(arg) for arg in sys.argv]
   define_config_flag(default_spec)
   _define_distributed_flags()
 
@@ -49,7 +50,24 @@ def run_main(main, default_spec: str | None = None) -> None:
     except ConfigError as error:
       print(f'error: {error}', file=sys.stderr)
       return 2
+    except KeyboardInterrupt:
+      # Training saves on Ctrl-C itself (loop.run); this is a Ctrl-C anywhere else (start-up, sampling, eval).
+      print('interrupted (Ctrl-C).', file=sys.stderr)
+      return 130
   app.run(guarded, flags_parser=_flags_parser)
+
+
+def _integral_token_count(arg: str) -> str:
+  """--config.<...>_tokens=2.5e9 -> --config.<...>_tokens=2500000000: token counts are integer fields, and
+  nobody types nine zeros. Other values, and counts that are not whole numbers, are left for the parser."""
+  key, sep, value = arg.partition('=')
+  if not (sep and key.startswith('--config.') and key.endswith('_tokens')):
+    return arg
+  try:
+    number = float(value)
+  except ValueError:
+    return arg
+  return f'{key}={int(number)}' if number.is_integer() else arg
 
 
 def define_config_flag(default_spec: str | None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import math
 import os
 
 import ml_collections
@@ -71,8 +72,9 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.optim = o = ml_collections.ConfigDict()
   o.peak_lr = 1e-3  # peak learning rate after warmup
-  o.warmup_tokens = 100_000  # linear warmup length
-  o.decay_tokens = 2_000_000  # cosine decay length (counted from 0), then constant
+  # Schedule lengths follow the run unless set: decay None -> train.total_tokens, warmup None -> decay / 50.
+  o.warmup_tokens = ml_collections.FieldReference(None, field_type=int)  # linear warmup length in tokens
+  o.decay_tokens = ml_collections.FieldReference(None, field_type=int)  # cosine decay end (counted from 0), then flat
   o.final_lr_fraction = 0.1  # cosine decays to this fraction of peak_lr
   o.b1 = 0.9  # Adam beta1
   o.b2 = 0.95  # Adam beta2
@@ -109,8 +111,47 @@ def _choice(config, path: str, allowed):
     _fail(f'{path}={value!r} is not valid: use one of {", ".join(map(repr, allowed))}.')
 
 
+def _number(config, path: str, *, low=None, high=None, low_open=False, high_open=False, integer=False,
+            hint: str = ''):
+  """Fails unless config[path] is a number (an integer when asked) within the bounds (open or closed)."""
+  section, name = path.split('.')
+  value = config[section][name]
+  kind = int if integer else (int, float)
+  typed = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
+  ok = typed and (low is None or (value > low if low_open else value >= low))
+  ok = ok and (high is None or (value < high if high_open else value <= high))
+  if not ok:
+    left = '' if low is None else ('(' if low_open else '[') + f'{low}, '
+    right = '' if high is None else f'{high}' + (')' if high_open else ']')
+    if high is None:
+      bound = f'{"greater than" if low_open else "at least"} {low}'
+    elif low is None:
+      bound = f'{"below" if high_open else "at most"} {high}'
+    else:
+      bound = f'in {left}{right}'
+    kind_text = '' if typed else ('an integer ' if integer else 'a number ')
+    _fail(f'{path}={value!r} must be {kind_text}{bound}{hint}.')
+
+
+def _flag(config, path: str):
+  section, name = path.split('.')
+  if not isinstance(config[section][name], bool):
+    _fail(f'{path}={config[section][name]!r} must be True or False.')
+
+
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Checks the config, fills derived fields in place and returns it."""
+  """Checks every field, fills derived fields in place (model.d_head, d_ff, padded_vocab_size; optim.warmup_tokens
+  and decay_tokens when None) and returns config. A wrong field is a ConfigError of one sentence naming it."""
+  _validate_model(config)
+  _validate_data(config)
+  _validate_train(config)
+  _validate_optim(config)
+  _validate_mesh(config)
+  _validate_checkpoint(config)
+  return config
+
+
+def _validate_model(config) -> None:
   m = config.model
   for name in ('n_layers', 'd_model', 'n_heads', 'vocab_size', 'context'):
     if not isinstance(m[name], int) or m[name] < 1:
@@ -133,11 +174,13 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _choice(config, 'model.remat', ('none', 'full', 'save_dots'))
   _choice(config, 'model.dtype', ('float32', 'bfloat16', 'float16'))
   _choice(config, 'model.param_dtype', ('float32', 'bfloat16'))
-  if m.local_window < 1:
-    _fail(f'model.local_window={m.local_window} must be at least 1 (the query itself).')
+  _number(config, 'model.local_window', low=1, integer=True, hint=' (the query itself)')
+  _number(config, 'model.ln_eps', low=0, low_open=True)
+  _number(config, 'model.init_std', low=0, low_open=True)
   for name in ('dropout_embed', 'dropout_attn', 'dropout_resid'):
-    if not 0.0 <= m[name] < 1.0:
-      _fail(f'model.{name}={m[name]} must be in [0, 1).')
+    _number(config, f'model.{name}', low=0.0, high=1.0, high_open=True)
+  for name in ('scale_residual_init', 'tie_embeddings', 'scan_layers'):
+    _flag(config, f'model.{name}')
   if m.attention_impl == 'cudnn' and m.dropout_attn > 0:
     _fail(f'model.attention_impl=\'cudnn\' has no attention dropout: set model.dropout_attn=0 (it is '
           f'{m.dropout_attn}) or use model.attention_impl=\'xla\'.')
@@ -145,42 +188,73 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _fail("model.attention_impl='cudnn' needs model.dtype='bfloat16' (or 'float16'): cuDNN attention has no "
           "float32 kernel.")
 
-  t = config.train
+
+def _validate_data(config) -> None:
+  d = config.data
+  for name in ('source', 'data_dir', 'text_field', 'tokenizer'):
+    if not isinstance(d[name], str) or not d[name].strip():
+      _fail(f'data.{name}={d[name]!r} must be a non-empty string.')
+  _flag(config, 'data.segment_ids')
+  _number(config, 'data.seed', low=0, integer=True)
+
+
+def _validate_train(config) -> None:
+  m, t = config.model, config.train
   if t.batch_tokens < m.context or t.batch_tokens % m.context:
     _fail(f'train.batch_tokens={t.batch_tokens} must be a positive multiple of model.context={m.context}.')
   if t.microbatches < 1 or (t.batch_tokens // m.context) % t.microbatches:
     _fail(f'train.microbatches={t.microbatches} must divide the batch of {t.batch_tokens // m.context} sequences.')
   for name in ('log_every', 'max_consecutive_skips'):
-    if t[name] < 1:
-      _fail(f'train.{name}={t[name]} must be at least 1.')
+    _number(config, f'train.{name}', low=1, integer=True)
+  for name in ('eval_every', 'eval_batches', 'seed', 'sample_tokens'):
+    _number(config, f'train.{name}', low=0, integer=True)
+  _flag(config, 'train.wandb')
   if t.total_tokens < t.batch_tokens:
     _fail(f'train.total_tokens={t.total_tokens} is smaller than one batch (train.batch_tokens={t.batch_tokens}).')
 
-  o = config.optim
+
+def _validate_optim(config) -> None:
+  m, t, o = config.model, config.train, config.optim
+  _number(config, 'optim.peak_lr', low=0.0, low_open=True, hint=': a learning rate of 0 or less does not train')
+  _number(config, 'optim.final_lr_fraction', low=0.0, high=1.0)
+  for name in ('b1', 'b2'):
+    _number(config, f'optim.{name}', low=0.0, high=1.0, high_open=True)
+  _number(config, 'optim.eps', low=0.0, low_open=True)
+  _number(config, 'optim.weight_decay', low=0.0)
+  _number(config, 'optim.clip', low=0.0, hint=' (0 turns clipping off)')
   _choice(config, 'optim.wd_mask', ('matrices', 'all', 'none'))
-  if not 0.0 <= o.final_lr_fraction <= 1.0:
-    _fail(f'optim.final_lr_fraction={o.final_lr_fraction} must be in [0, 1].')
+  if o.decay_tokens is None:
+    o.decay_tokens = t.total_tokens
+  if o.warmup_tokens is None:
+    o.warmup_tokens = o.decay_tokens // 50
+  _number(config, 'optim.warmup_tokens', low=0, integer=True)
+  _number(config, 'optim.decay_tokens', low=0, integer=True)
   if o.decay_tokens < o.warmup_tokens:
     _fail(f'optim.decay_tokens={o.decay_tokens} is shorter than optim.warmup_tokens={o.warmup_tokens}: the cosine '
           f'decay ends at decay_tokens, counted from the start of training.')
+  _number(config, 'optim.ramp_tokens', low=0, integer=True)
   if o.ramp_start_tokens and not m.context <= o.ramp_start_tokens <= t.batch_tokens:
     _fail(f'optim.ramp_start_tokens={o.ramp_start_tokens} must lie between model.context={m.context} '
           f'and train.batch_tokens={t.batch_tokens} (or be 0 for no ramp).')
 
-  ms = config.mesh
+
+def _validate_mesh(config) -> None:
+  m, ms = config.model, config.mesh
   for name in ('data', 'fsdp', 'tensor', 'dcn_data', 'dcn_fsdp'):
-    if ms[name] == 0 or ms[name] < -1:
+    if not isinstance(ms[name], int) or ms[name] == 0 or ms[name] < -1:
       _fail(f'mesh.{name}={ms[name]} must be a positive integer or -1 (inferred from the device count).')
   if [ms.data, ms.fsdp, ms.tensor].count(-1) > 1:
     _fail('mesh: at most one of mesh.data, mesh.fsdp, mesh.tensor may be -1.')
   if ms.tensor > 0 and m.n_heads % ms.tensor:
     _fail(f'model.n_heads={m.n_heads} is not divisible by mesh.tensor={ms.tensor}: '
           f'choose a tensor-parallel size that divides the head count.')
-  ck = config.checkpoint
+
+
+def _validate_checkpoint(config) -> None:
   for name in ('every_steps', 'keep'):
-    if ck[name] < 1:
-      _fail(f'checkpoint.{name}={ck[name]} must be at least 1.')
-  return config
+    _number(config, f'checkpoint.{name}', low=1, integer=True)
+  _number(config, 'checkpoint.keep_every', low=0, integer=True, hint=' (0: none)')
+  _flag(config, 'checkpoint.use_async')
 
 
 def load_config_file(spec: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
@@ -203,6 +277,8 @@ def load_config_file(spec: str, overrides: dict | None = None) -> ml_collections
 def apply_override(config: ml_collections.ConfigDict, key: str, value) -> None:
   """Sets config[key] for a dotted key, refusing keys that do not exist (typos) with a suggestion."""
   parent, name = _parent(config, key)
+  if isinstance(value, float) and value.is_integer() and parent.get_type(name) is int:
+    value = int(value)  # token counts written as 1e6 or 2.5e9
   try:
     parent[name] = value
   except TypeError as error:

@@ -91,6 +91,19 @@ def matmul_probe(device=None, seconds: float = 1.0, n: int = 2048) -> float:
   return 2 * n**3 / best
 
 
+def corrected_peak(peak: float, source: str, achieved: float) -> float:
+  """The peak to use once a run achieved more model FLOP/s than `peak`. A CPU probe can read low on a busy host:
+  it is measured again, and the peak becomes the largest of the old figure, the new one and what the run achieved
+  (the host did at least that), so MFU never exceeds 100%. A table peak is a vendor figure and is kept."""
+  if not source.startswith('measured'):
+    return peak
+  new = max(peak, matmul_probe(jax.local_devices()[0]) * jax.process_count(), achieved)
+  if jax.process_index() == 0:
+    print(f'peak re-measured: {new:.3g} FLOP/s (the run achieved {achieved:.3g} model FLOP/s against the start-up '
+          f'probe\'s {peak:.3g}); MFU from here on uses it.', flush=True)
+  return new
+
+
 def mfu(tokens_per_second: float, config, peak_flops: float, context: int | None = None) -> float:
   """Model FLOPs utilisation: achieved model FLOP/s over the peak of the devices used."""
   return tokens_per_second * flops_per_token(config, context) / peak_flops

@@ -15,7 +15,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import signal
+import sys
 import time
 from typing import Any, Callable
 
@@ -92,7 +94,8 @@ class State:
 @dataclasses.dataclass
 class Result:
   """What train() returns: the final params, the last logged metrics (with eval_* when evaluated) and why it
-  stopped: 'finished' (the token budget is spent) or 'preempted' (SIGTERM; a checkpoint was saved)."""
+  stopped: 'finished' (the token budget is spent), 'preempted' (SIGTERM) or 'interrupted' (Ctrl-C); a checkpoint
+  of the last step was saved in every case."""
   params: Any
   metrics: dict
   stopped: str
@@ -214,25 +217,33 @@ def setup(config, task: Task, mesh, checkpointer: ckpt_lib.Checkpointer | None =
 
 
 class _Preemption:
-  """Turns SIGTERM into a flag checked between steps (agreed on by all processes), so a checkpoint is saved."""
+  """Turns SIGTERM (preemption) and a first Ctrl-C (SIGINT) into a flag checked between steps (agreed on by all
+  processes), so a checkpoint is saved before the run ends; a second Ctrl-C exits at once, without saving."""
 
   def __init__(self):
-    self.requested = False
-    self.previous = signal.signal(signal.SIGTERM, self._handle)
+    self.signal_name = None
+    self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
 
   def _handle(self, signum, frame):
-    self.requested = True
+    if signum == signal.SIGINT and self.signal_name == 'SIGINT':
+      print('second Ctrl-C: exiting now, without saving.', file=sys.stderr, flush=True)
+      os._exit(130)
+    self.signal_name = self.signal_name or signal.Signals(signum).name
+    if signum == signal.SIGINT:
+      print('Ctrl-C: saving a checkpoint after this step (Ctrl-C again to exit without saving).', file=sys.stderr,
+            flush=True)
 
   def should_stop(self, step: int, every: int) -> bool:
     if jax.process_count() == 1:
-      return self.requested
+      return self.signal_name is not None
     # All processes must agree on the step to save at; a collective every step would stall the input pipeline.
     if step % every:
       return False
-    return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
+    return bool(np.any(multihost_utils.process_allgather(np.array(self.signal_name is not None))))
 
   def restore(self):
-    signal.signal(signal.SIGTERM, self.previous)
+    for sig, handler in self.previous.items():
+      signal.signal(sig, handler)
 
 
 def train(config, workdir: str, task: Task, mesh=None, run_record: dict | None = None) -> Result:
@@ -243,7 +254,8 @@ def train(config, workdir: str, task: Task, mesh=None, run_record: dict | None =
   try:
     state = setup(config, task, mesh, checkpointer)
     ckpt_lib.save_config(workdir, config, run_record)
-    writer = metrics_lib.MetricWriter(workdir, config.train.total_tokens, config, config.train.wandb)
+    writer = metrics_lib.MetricWriter(workdir, config.train.total_tokens, config, config.train.wandb,
+                                      resume_step=state.start_step)
     try:
       return run(config, task, state, checkpointer, writer)
     finally:
@@ -258,7 +270,7 @@ def run(config, task: Task, state: State, checkpointer: ckpt_lib.Checkpointer, w
   consecutive non-finite steps (TrainingStopped)."""
   p, t_cfg, ckpt_every = state.plan, config.train, config.checkpoint.every_steps
   params, train_state, step = state.params, state.train_state, state.start_step
-  _announce(p, task, state, checkpointer, writer)
+  _announce(config, p, state, checkpointer, writer)
   tokens = int(jax.device_get(train_state['sequences'])) * task.tokens_per_row
   meter, last, evaluated = _Meter(task), {}, None
   preemption = _Preemption()
@@ -282,8 +294,9 @@ def run(config, task: Task, state: State, checkpointer: ckpt_lib.Checkpointer, w
           if not saved:
             checkpointer.save(step, params, train_state, task.train_stream.state(), force=True)
           checkpointer.wait()
-          writer.text(step, 'preempted', f'SIGTERM: saved step {step}; rerun the same command to resume.')
-          return Result(params, last, 'preempted')
+          how = 'Ctrl-C (SIGINT)' if preemption.signal_name == 'SIGINT' else 'SIGTERM'
+          writer.text(step, 'preempted', f'{how}: saved step {step}; rerun the same command to resume.')
+          return Result(params, last, 'interrupted' if preemption.signal_name == 'SIGINT' else 'preempted')
       if step not in checkpointer.manager.all_steps():
         checkpointer.save(step, params, train_state, task.train_stream.state(), force=True)
       if task.eval_batches is not None:
@@ -296,11 +309,13 @@ def run(config, task: Task, state: State, checkpointer: ckpt_lib.Checkpointer, w
     preemption.restore()
 
 
-def _announce(p: Plan, task: Task, state: State, checkpointer, writer) -> None:
+def _announce(config, p: Plan, state: State, checkpointer, writer) -> None:
   peak, peak_source = flops.total_peak_flops()
   if jax.process_index() == 0:
     print(f'mesh {dict(p.mesh.shape)} | {flops.count_params_abstract(p.abstract_params):,} params | peak '
           f'{peak:.3g} FLOP/s ({peak_source})', flush=True)
+    if warning := optim.schedule_warning(config):
+      print(f'warning: {warning}', flush=True)
   if state.start_step:
     writer.text(state.start_step, 'resume', f'resumed from step {state.start_step} in {checkpointer.directory}')
 
@@ -310,7 +325,7 @@ class _Meter:
 
   def __init__(self, task: Task):
     self.task = task
-    self.peak = flops.total_peak_flops()[0]
+    self.peak, self.peak_source = flops.total_peak_flops()
     self.restart()
 
   def restart(self):
@@ -324,8 +339,11 @@ class _Meter:
     rows_per_sec = self.rows / elapsed
     tokens_per_row = self.task.tokens_per_row
     out = {k: float(v) for k, v in step_metrics.items()}
+    achieved = rows_per_sec * self.task.flops_per_row
+    if achieved > self.peak:
+      self.peak = flops.corrected_peak(self.peak, self.peak_source, achieved)
     out.update(tokens_per_sec=rows_per_sec * tokens_per_row, step_time=elapsed * batch_rows / self.rows,
-               mfu=rows_per_sec * self.task.flops_per_row / self.peak, batch_tokens=batch_rows * tokens_per_row)
+               mfu=achieved / self.peak, batch_tokens=batch_rows * tokens_per_row)
     self.restart()
     return out
 

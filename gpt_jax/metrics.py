@@ -19,17 +19,41 @@ def _format(value) -> str:
   return str(value)
 
 
+def _drop_records_after(path: str, step: int) -> None:
+  """Rewrites a metrics.jsonl without its records of steps after `step` (atomically: a copy is renamed over it)."""
+  if not os.path.exists(path):
+    return
+  with open(path, encoding='utf-8') as f:
+    lines = f.readlines()
+  def keep(line: str) -> bool:
+    try:
+      return json.loads(line).get('step', 0) <= step
+    except ValueError:  # a line torn by a kill during the write
+      return False
+  kept = [line for line in lines if keep(line)]
+  if len(kept) != len(lines):
+    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+      f.writelines(kept)
+    os.replace(path + '.tmp', path)
+
+
 class MetricWriter:
   """Writes scalar dicts per step to stdout, <workdir>/metrics.jsonl, TensorBoard (<workdir>/tb) and wandb."""
 
-  def __init__(self, workdir: str, total_tokens: int, config=None, use_wandb: bool = False):
+  def __init__(self, workdir: str, total_tokens: int, config=None, use_wandb: bool = False,
+               resume_step: int = 0):
+    """resume_step: the step training continues from. Records of later steps, written by a run that was killed
+    after its last checkpoint and are about to be written again, are dropped from metrics.jsonl and hidden in
+    TensorBoard (purge_step), so the record of a resumed run reads as one uninterrupted run."""
     self.active = jax.process_index() == 0
     if not self.active:
       return
     os.makedirs(workdir, exist_ok=True)
-    self.jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', buffering=1)
+    path = os.path.join(workdir, 'metrics.jsonl')
+    _drop_records_after(path, resume_step)
+    self.jsonl = open(path, 'a', buffering=1)
     from tensorboardX import SummaryWriter
-    self.tb = SummaryWriter(os.path.join(workdir, 'tb'))
+    self.tb = SummaryWriter(os.path.join(workdir, 'tb'), purge_step=resume_step + 1)
     self.total_tokens = total_tokens
     self.start = time.time()
     self.start_tokens = None

@@ -67,3 +67,13 @@ def batch_sequences(config, tokens_seen: int, quantum: int, tokens_per_row: int 
   size = start * 2 ** int(math.floor(math.log2(max(linear / start, 1.0))))
   size = max(quantum, size // quantum * quantum)
   return min(size, full)
+
+
+def schedule_warning(config) -> str | None:
+  """A sentence when the run ends before its cosine decay does (a shortened run would stay near peak_lr)."""
+  o, total = config.optim, config.train.total_tokens
+  if o.decay_tokens <= total:
+    return None
+  end = float(learning_rate(o, total)) / o.peak_lr
+  return (f'optim.decay_tokens={o.decay_tokens:,} is beyond train.total_tokens={total:,}: the run ends at '
+          f'{100 * end:.0f}% of optim.peak_lr; pass --config.optim.decay_tokens=None to decay over the run.')

@@ -20,3 +20,19 @@ def test_bad_flags_fail_with_one_sentence(flag, message, tmp_path):
   errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
   assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
   assert 'Traceback' not in result.stderr
+
+
+def test_a_workdir_that_is_a_file_is_one_sentence(tmp_path):
+  path = tmp_path / 'notes.txt'
+  path.write_text('mine')
+  result = subprocess.run([sys.executable, '-m', 'gpt_jax.train', f'--workdir={path}'], capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode == 2 and 'Traceback' not in result.stderr
+  assert f'error: --workdir={path} is a file, not a directory' in result.stderr
+  assert path.read_text() == 'mine'
+
+
+def test_stray_arguments_are_one_sentence(tmp_path):
+  result = subprocess.run([sys.executable, '-m', 'gpt_jax.train', f'--workdir={tmp_path}', 'extra'],
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2 and "error: unexpected arguments 'extra'" in result.stderr

@@ -9,6 +9,7 @@ import pytest
 from gpt_jax import config as gcfg
 from gpt_jax import flops
 from gpt_jax import model as gm
+from gpt_jax import optim
 
 
 def _module(path):
@@ -119,3 +120,56 @@ def test_unknown_size_lists_valid_ones():
     gcfg.load_config_file('configs/gpt3.py:42b')
   with pytest.raises(gcfg.ConfigError, match='does not exist'):
     gcfg.load_config_file('configs/nope.py')
+
+
+@pytest.mark.parametrize('key,value,message', [
+    ('model.ln_eps', 0.0, 'model.ln_eps=0.0 must be greater than 0'),
+    ('model.init_std', -0.02, 'model.init_std=-0.02 must be greater than 0'),
+    ('model.dropout_resid', 1.0, 'model.dropout_resid=1.0 must be in [0.0, 1.0)'),
+    ('model.local_window', 0, 'model.local_window=0 must be at least 1'),
+    ('data.source', ' ', "data.source=' ' must be a non-empty string"),
+    ('data.text_field', '', "data.text_field='' must be a non-empty string"),
+    ('data.seed', -1, 'data.seed=-1 must be at least 0'),
+    ('train.eval_every', -1, 'train.eval_every=-1 must be at least 0'),
+    ('train.eval_batches', -2, 'train.eval_batches=-2 must be at least 0'),
+    ('train.sample_tokens', -5, 'train.sample_tokens=-5 must be at least 0'),
+    ('train.seed', -3, 'train.seed=-3 must be at least 0'),
+    ('train.log_every', 0, 'train.log_every=0 must be at least 1'),
+    ('optim.peak_lr', -1.0, 'optim.peak_lr=-1.0 must be greater than 0.0'),
+    ('optim.peak_lr', 0.0, 'optim.peak_lr=0.0 must be greater than 0.0'),
+    ('optim.weight_decay', -0.1, 'optim.weight_decay=-0.1 must be at least 0.0'),
+    ('optim.b1', 1.0, 'optim.b1=1.0 must be in [0.0, 1.0)'),
+    ('optim.b2', -0.5, 'optim.b2=-0.5 must be in [0.0, 1.0)'),
+    ('optim.eps', 0.0, 'optim.eps=0.0 must be greater than 0.0'),
+    ('optim.clip', -1.0, 'optim.clip=-1.0 must be at least 0.0'),
+    ('optim.final_lr_fraction', 1.5, 'optim.final_lr_fraction=1.5 must be in [0.0, 1.0]'),
+    ('optim.warmup_tokens', -10, 'optim.warmup_tokens=-10 must be at least 0'),
+    ('optim.ramp_tokens', -1, 'optim.ramp_tokens=-1 must be at least 0'),
+    ('mesh.tensor', 0, 'mesh.tensor=0 must be a positive integer or -1'),
+    ('checkpoint.every_steps', 0, 'checkpoint.every_steps=0 must be at least 1'),
+    ('checkpoint.keep_every', -1, 'checkpoint.keep_every=-1 must be at least 0'),
+])
+def test_every_field_has_a_rule_and_a_one_sentence_error(key, value, message):
+  with pytest.raises(gcfg.ConfigError) as error:
+    gcfg.load_config_file('configs/tiny.py:nano', {key: value})
+  assert str(error.value).startswith(message) and str(error.value).count('. ') == 0
+
+
+def test_the_schedule_follows_the_run_length_unless_set():
+  short = gcfg.load_config_file('configs/tiny.py:micro', {'train.total_tokens': 2.5e5})
+  assert short.train.total_tokens == 250_000 and isinstance(short.train.total_tokens, int)
+  assert (short.optim.warmup_tokens, short.optim.decay_tokens) == (5_000, 250_000)
+  assert optim.schedule_warning(short) is None
+  fixed = gcfg.load_config_file('configs/tiny.py:micro', {'train.total_tokens': 250_000,
+                                                         'optim.decay_tokens': 2_000_000})
+  assert fixed.optim.decay_tokens == 2_000_000
+  gpt3 = gcfg.load_config_file('configs/gpt3.py:125m', {'train.total_tokens': 1e9})
+  assert gpt3.optim.decay_tokens == 260_000_000_000  # the paper's, set explicitly by the config file
+  assert 'optim.decay_tokens=260,000,000,000 is beyond train.total_tokens=1,000,000,000' in optim.schedule_warning(gpt3)
+
+
+def test_token_counts_accept_scientific_notation_on_the_command_line():
+  from gpt_jax import cli
+  assert cli._integral_token_count('--config.train.total_tokens=2.5e9') == '--config.train.total_tokens=2500000000'
+  assert cli._integral_token_count('--config.optim.peak_lr=1e3') == '--config.optim.peak_lr=1e3'
+  assert cli._integral_token_count('--config.train.total_tokens=1.5') == '--config.train.total_tokens=1.5'

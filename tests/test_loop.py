@@ -2,7 +2,9 @@
 
 import dataclasses
 import glob
+import json
 import os
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -11,11 +13,13 @@ import pytest
 
 from gpt_jax import checkpoint as ckpt_lib
 from gpt_jax import config as gcfg
+from gpt_jax import heads
 from gpt_jax import loop
 from gpt_jax import model as gm
 from gpt_jax import optim
 from gpt_jax import sharding as gs
 from gpt_jax import train as train_lib
+from gpt_jax.data import pipeline
 from tests.helpers import load_lm
 
 
@@ -144,6 +148,11 @@ def test_corrupted_latest_checkpoint_is_skipped_and_kept_aside(data_dir, tmp_pat
   assert glob.glob(os.path.join(workdir, 'checkpoints', '6.corrupt-*'))
   assert os.path.isdir(os.path.join(workdir, 'checkpoints', '4'))
   _assert_trees_equal(_params(workdir), straight)
+  # The replayed steps 5 and 6 are recorded once: the record reads as one uninterrupted run.
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    records = [json.loads(line) for line in f]
+  assert [(r['step'], next(iter(r.keys() - {'step', 'tokens'})).split('/')[0]) for r in records] == [
+      (2, 'train'), (3, 'eval'), (4, 'train'), (6, 'train'), (6, 'eval')]
 
 
 def _split_qkv(tree):
@@ -188,14 +197,156 @@ def test_export_params_round_trip(data_dir, tmp_path):
 def test_checkpoint_of_another_config_is_refused_not_quarantined(data_dir, tmp_path):
   config = _config(data_dir, **{'train.total_tokens': 16 * 32 * 2})
   workdir = str(tmp_path / 'run')
-  loop.train(config, workdir, train_lib.build_task(config))
+  loop.train(config, workdir, train_lib.build_task(config), run_record={'first': True})
+  record = {name: open(os.path.join(workdir, name)).read() for name in ('config.json', 'run.json')}
   wider = _config(data_dir, **{'train.total_tokens': 16 * 32 * 4, 'model.d_model': 128})
   with pytest.raises(gcfg.ConfigError, match='does not match this config'):
-    loop.train(wider, workdir, train_lib.build_task(wider))
+    loop.train(wider, workdir, train_lib.build_task(wider), run_record={'refused': True})
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2']
+  # The refused run left the run's record as it was.
+  assert record == {name: open(os.path.join(workdir, name)).read() for name in record}
 
 
 def test_batch_that_does_not_split_over_the_mesh_is_refused(data_dir, tmp_path):
   config = _config(data_dir, **{'train.batch_tokens': 12 * 32, 'mesh.fsdp': 8})
   with pytest.raises(gcfg.ConfigError, match='12 sequences, not a multiple of the 8 batch shards'):
     loop.train(config, str(tmp_path / 'run'), train_lib.build_task(config))
+
+
+class _TokenRows:
+  """A stream of random token rows with no 'targets' (a row is `length` tokens) and position-only state."""
+
+  def __init__(self, length: int, vocab: int):
+    self.length, self.vocab, self.position = length, vocab, 0
+
+  def next_batch(self, rows: int) -> dict:
+    rng = np.random.default_rng(self.position)
+    self.position += 1
+    return {'tokens': rng.integers(0, self.vocab, (rows, self.length)).astype(np.int32)}
+
+  def state(self) -> dict:
+    return {'position': self.position}
+
+  def restore(self, state: dict) -> None:
+    self.position = state['position']
+
+
+def _distillation_task(config, mesh, teacher_seed: int):
+  """Distil a frozen teacher GPTLM into the trained one: a task whose batch has no targets and whose loss reads
+  frozen params. Rows are 16 tokens, not model.context."""
+  module = gm.GPTLM(config.model)
+  shardings = gs.param_shardings(gm.abstract_variables(module)['params'], mesh)
+  teacher = gm.init_params(module, jax.random.key(teacher_seed), shardings=shardings)
+
+  def loss_fn(params, batch, rng, train, frozen):
+    student = jax.nn.log_softmax(module.apply({'params': params}, batch['tokens']))
+    target = jax.nn.log_softmax(module.apply({'params': frozen['teacher']}, batch['tokens']))
+    kl = jnp.sum(jnp.exp(target) * (target - student), axis=-1)
+    return jnp.sum(kl), jnp.float32(kl.size), {}
+  length = 16
+  return loop.Task(module, loss_fn, _TokenRows(length, config.model.vocab_size), tokens_per_row=length,
+                   flops_per_row=length * 1e6, frozen={'teacher': teacher})
+
+
+def test_a_task_without_targets_trains_with_frozen_params_as_sharded_arguments(data_dir, tmp_path):
+  config = _config(data_dir, **{'mesh.fsdp': 8, 'train.total_tokens': 16 * 32 * 3})
+  mesh = gs.make_mesh(config.mesh)
+  task = _distillation_task(config, mesh, teacher_seed=1)
+  result = loop.train(config, str(tmp_path / 'run'), task, mesh)
+  # 512-token batches of 16-token rows: 32 rows a step, counted from the batch's leading axis.
+  assert result.stopped == 'finished' and result.metrics['batch_tokens'] == 512
+  assert result.metrics['loss'] > 0 and 0 < result.metrics['mfu']
+  state = loop.setup(config, task, mesh)
+  assert state.start_step == 0
+  train_state = jax.device_get(state.plan.step_fn(
+      jax.tree.map(jnp.copy, state.params), state.train_state,
+      pipeline.make_global_batch(task.train_stream.next_batch(32), gs.batch_sharding(mesh)), task.frozen)[1])
+  assert int(train_state['sequences']) == 32
+
+  # One compiled step serves any frozen values: they are arguments, placed in their own shards.
+  batch = pipeline.make_global_batch(task.train_stream.next_batch(32), gs.batch_sharding(mesh))
+  as_teacher = {'teacher': jax.tree.map(jnp.copy, state.params)}
+  eval_losses = [float(state.plan.eval_fn(state.params, batch, frozen)[0]) for frozen in (as_teacher, task.frozen)]
+  assert abs(eval_losses[0]) < 1e-3 < eval_losses[1]
+  assert state.plan.eval_fn._cache_size() == 1
+  compiled = state.plan.step_fn.lower(state.plan.abstract_params, state.plan.abstract_train, batch,
+                                      task.frozen).compile()
+  frozen_shardings = compiled.input_shardings[0][3]
+  kernel = frozen_shardings['teacher']['trunk']['blocks']['attn']['qkv']['kernel']
+  assert kernel.spec == task.frozen['teacher']['trunk']['blocks']['attn']['qkv']['kernel'].sharding.spec
+  assert 'fsdp' in kernel.spec
+
+
+def test_plan_compiles_the_step_on_abstract_inputs(data_dir):
+  config = _config(data_dir, **{'mesh.data': 2, 'mesh.fsdp': 2, 'mesh.tensor': 2})
+  mesh = gs.make_mesh(config.mesh)
+  task = train_lib.build_task(config)
+  p = loop.plan(config, task, mesh)
+  rows = config.train.batch_tokens // config.model.context
+  abstract_batch = {k: jax.ShapeDtypeStruct((rows, config.model.context), np.int32, sharding=gs.batch_sharding(mesh))
+                    for k in ('inputs', 'targets')}
+  compiled = p.step_fn.lower(p.abstract_params, p.abstract_train, abstract_batch, {}).compile()
+  assert compiled.memory_analysis() is not None
+  kernel = compiled.input_shardings[0][0]['trunk']['blocks']['attn']['qkv']['kernel']
+  assert kernel.spec == p.abstract_params['trunk']['blocks']['attn']['qkv']['kernel'].sharding.spec
+
+
+def test_load_for_inference_restores_the_model_the_caller_names(data_dir, tmp_path):
+  config = _config(data_dir)
+  reward = heads.RewardModel(config.model)
+  params = gm.init_params(reward, jax.random.key(3))
+  export = ckpt_lib.export_params(str(tmp_path / 'rm'), params, 5, config)
+  mesh = gs.make_mesh(config.mesh)
+  abstract = gs.abstract_params(gm.abstract_variables(reward)['params'], mesh)
+  loaded, step = ckpt_lib.load_for_inference(export, abstract)
+  assert step == 5
+  _assert_trees_equal(loaded, params)
+  assert loaded['reward_head']['Dense_0']['kernel'].sharding.mesh == mesh
+  with pytest.raises(gcfg.ConfigError, match='reward_head'):
+    load_lm(export)
+
+
+class _CtrlCAt:
+  """Wraps a stream and sends this process SIGINT while the given batch is read, as a user's Ctrl-C would."""
+
+  def __init__(self, stream, batch_index: int):
+    self.stream, self.batch_index, self.reads = stream, batch_index, 0
+
+  def next_batch(self, rows):
+    self.reads += 1
+    if self.reads == self.batch_index:
+      os.kill(os.getpid(), signal.SIGINT)
+    return self.stream.next_batch(rows)
+
+  def state(self):
+    return self.stream.state()
+
+  def restore(self, state):
+    self.stream.restore(state)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_returns(data_dir, tmp_path):
+  config = _config(data_dir, **{'checkpoint.every_steps': 100, 'train.eval_every': 0})
+  task = train_lib.build_task(config)
+  workdir = str(tmp_path / 'run')
+  result = loop.train(config, workdir, dataclasses.replace(task, train_stream=_CtrlCAt(task.train_stream, 3)))
+  assert result.stopped == 'interrupted'
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3']
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+
+
+def test_skip_stop_before_any_checkpoint_says_so(data_dir, tmp_path):
+  config = _config(data_dir, **{'train.max_consecutive_skips': 2, 'checkpoint.every_steps': 100})
+  task = train_lib.build_task(config)
+  nan_loss = lambda *args: (jnp.float32(jnp.nan), jnp.float32(1.0), {})  # noqa: E731
+  with pytest.raises(loop.TrainingStopped, match='no checkpoint was saved yet: lower optim.peak_lr'):
+    loop.train(config, str(tmp_path / 'run'), dataclasses.replace(task, loss_fn=nan_loss, eval_batches=None))
+
+
+def test_mfu_never_exceeds_the_peak_a_busy_probe_underestimated(data_dir):
+  task = train_lib.build_task(_config(data_dir))
+  meter = loop._Meter(task)
+  meter.peak = 1.0  # as if the start-up probe had run on a saturated host
+  meter.add(16)
+  metrics = meter.read({'loss': 1.0}, 16)
+  assert 0 < metrics['mfu'] <= 1.0 and meter.peak > 1e6

@@ -183,3 +183,10 @@ def test_command_line_samples_from_an_exported_checkpoint(lm, sampler, tmp_path)
   assert result.returncode == 0, result.stderr[-3000:]
   assert '# step 7, temperature 0.0' in result.stdout and f'[length, {NEW} tokens' in result.stdout, result.stdout
   assert 'Hello' + want.text in result.stdout, (want.text, result.stdout)
+
+
+def test_command_line_text_reaches_the_tokenizer_as_typed():
+  from gpt_jax.sample.__main__ import unescape
+  assert unescape('naïve café ✓') == 'naïve café ✓'
+  assert unescape('C:\\x') == 'C:\\x' and unescape('\\u00e9') == '\\u00e9'
+  assert unescape('a\\nb\\tc\\\\n') == 'a\nb\tc\\n'

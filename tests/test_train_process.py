@@ -19,7 +19,9 @@ STEPS = 24
 FLAGS = ['--config=configs/tiny.py:nano', '--config.model.context=64', '--config.train.batch_tokens=1024',
          f'--config.train.total_tokens={1024 * STEPS}', '--config.train.log_every=2', '--config.train.eval_every=0',
          '--config.train.eval_batches=0', '--config.train.sample_tokens=0', '--config.checkpoint.every_steps=3',
-         '--config.checkpoint.keep=2', '--config.checkpoint.keep_every=12']
+         '--config.checkpoint.keep=2', '--config.checkpoint.keep_every=12',
+         # An explicit schedule: runs of other lengths below resume into the same one.
+         '--config.optim.warmup_tokens=1024', f'--config.optim.decay_tokens={1024 * STEPS}']
 
 
 @pytest.fixture(scope='module')
@@ -47,6 +49,14 @@ def _run(workdir, data_dir, *extra, env=None):
   return result.stdout
 
 
+@pytest.fixture(scope='module')
+def straight(data_dir, tmp_path_factory):
+  """One uninterrupted single-process run, the reference of the kill -9 and the two-process tests."""
+  workdir = str(tmp_path_factory.mktemp('straight'))
+  _run(workdir, data_dir)
+  return workdir
+
+
 def _final_params(workdir):
   config, params, step = load_lm(workdir)
   assert step == STEPS
@@ -58,9 +68,7 @@ def _assert_equal(a, b, atol=0.0):
   jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=atol), a, b)
 
 
-def test_kill_9_at_a_random_moment_then_resume_is_bit_identical(data_dir, tmp_path):
-  straight = str(tmp_path / 'straight')
-  _run(straight, data_dir)
+def test_kill_9_at_a_random_moment_then_resume_is_bit_identical(data_dir, straight, tmp_path):
   # Kept: the last 2 saves plus every 12th step.
   assert sorted(int(p) for p in os.listdir(os.path.join(straight, 'checkpoints')) if p.isdigit()) == [12, 21, 24]
   killed = str(tmp_path / 'killed')
@@ -114,9 +122,7 @@ def _run_two_processes(workdir, data_dir, *extra):
   return outputs
 
 
-def test_two_processes_save_resume_and_match_one_process(data_dir, tmp_path):
-  single = str(tmp_path / 'single')
-  _run(single, data_dir)
+def test_two_processes_save_resume_and_match_one_process(data_dir, straight, tmp_path):
   multi = str(tmp_path / 'multi')
   first = _run_two_processes(multi, data_dir, f'--config.train.total_tokens={1024 * STEPS // 2}')
   assert 'mesh' in first[0] and '[train]' not in first[1]  # only process 0 writes metrics
@@ -124,4 +130,4 @@ def test_two_processes_save_resume_and_match_one_process(data_dir, tmp_path):
   assert f'resumed from step {STEPS // 2}' in second[0]
   assert '[eval] step' in second[0] and '--- sample ---' in second[0] and '--- sample ---' not in second[1]
   # Same math on the same 8 devices; only the cross-process reduction order may differ.
-  _assert_equal(_final_params(multi), _final_params(single), atol=5e-5)
+  _assert_equal(_final_params(multi), _final_params(straight), atol=5e-5)
