@@ -1,21 +1,34 @@
-# Set-up and the main jobs. Each target builds .venv from the pinned requirements first.
+# Set-up and the main jobs. Each target builds .venv from the pinned requirements first: the quick start needs the
+# runtime set only; tests and benchmarks add theirs (torch and transformers as references, pytest).
 PY ?= python3.11
 VENV := .venv
-STAMP := $(VENV)/.installed
+RUNTIME := $(VENV)/.runtime
+DEV := $(VENV)/.dev
 
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+$(RUNTIME): requirements.txt constraints.txt
 	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r requirements.txt -c constraints.txt
+	touch $(RUNTIME)
+
+$(DEV): $(RUNTIME) requirements-dev.txt
 	$(VENV)/bin/pip install -q -r requirements-dev.txt -c constraints.txt
-	touch $(STAMP)
+	touch $(DEV)
 
-.PHONY: setup quickstart test bench
-setup: $(STAMP)
+.PHONY: setup setup-dev setup-gpu setup-tpu quickstart test bench
+setup: $(RUNTIME)
+setup-dev: $(DEV)
 
-quickstart: $(STAMP)
+# Accelerator builds of jax in .venv (on the GPU or TPU host itself): pinned CUDA 12 plugin, or libtpu.
+setup-gpu: $(RUNTIME)
+	$(VENV)/bin/pip install -q -r requirements-gpu.txt -c constraints.txt
+setup-tpu: $(RUNTIME)
+	$(VENV)/bin/pip install -q -r requirements-tpu.txt -c constraints.txt
+
+quickstart: $(RUNTIME)
 	$(VENV)/bin/python -m gpt_jax.train --config=configs/tiny.py:micro --workdir=runs/quickstart
 
-test: $(STAMP)
+test: $(DEV)
 	$(VENV)/bin/python -m pytest -q tests
 
-bench: $(STAMP)
+bench: $(DEV)
 	$(VENV)/bin/python -m benchmarks.train_step

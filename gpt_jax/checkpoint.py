@@ -128,10 +128,14 @@ def save_config(workdir: str, config: ml_collections.ConfigDict, run_record: dic
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The validated config.json of a run or export directory. Fields it lacks (it was written by an older gpt_jax)
+  take their defaults."""
   path = epath.Path(workdir) / CONFIG_FILE
   if not path.exists():
-    raise gcfg.ConfigError(f'{path} does not exist: --workdir must be a directory written by gpt_jax.train.')
-  config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    raise gcfg.ConfigError(f'{path} does not exist: pass a run directory written by gpt_jax.train or an '
+                           f'export_params directory.')
+  config = gcfg.default_config()
+  config.update(ml_collections.ConfigDict(json.loads(path.read_text())))
   return gcfg.validate(config)
 
 
@@ -156,8 +160,8 @@ def load_for_inference(path: str, abstract_params, item: str = 'params'):
   path = absolute(path)
 
   def refuse(where: str, mismatch: str):
-    raise gcfg.ConfigError(f'{where} does not fit the model asked for, as its {path / CONFIG_FILE} describes it '
-                           f'({mismatch}): it holds another kind of model, or another parameter layout (an older '
+    raise gcfg.ConfigError(f'{where} does not fit the model asked for ({mismatch}): it holds another kind or size '
+                           f'of model (its own is in {path / CONFIG_FILE}), or another parameter layout (an older '
                            f'gpt_jax); load it as the model it was trained as, or train or export it again.')
 
   if (path / item).exists():

@@ -93,7 +93,17 @@ def config_from_flags() -> ml_collections.ConfigDict | None:
     config.keys()  # a file that failed to load is a placeholder that raises on first use
   except Exception as error:  # noqa: BLE001 -- whatever config_flags raised, report it in one sentence
     raise ConfigError(_flag_error_message(error, sys.argv)) from None
-  return gcfg.validate(config)
+  config = gcfg.validate(config)
+  warn_about_platform(config)
+  return config
+
+
+def warn_about_platform(config) -> None:
+  """A line on stderr when the config asks for something this host's devices do not do."""
+  platform = jax.devices()[0].platform
+  if config.model.attention_impl == 'cudnn' and platform != 'gpu' and jax.process_index() == 0:
+    print(f"warning: model.attention_impl='cudnn' runs on NVIDIA GPUs only; on {platform} "
+          f"jax.nn.dot_product_attention uses its XLA implementation.", file=sys.stderr, flush=True)
 
 
 def _flags_parser(argv):
@@ -155,12 +165,14 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
 # ---------------------------------------------------------------------------------------------------------------
 # Loading a model for inference (sample, eval).
 
-def define_model_flags() -> None:
-  """The flags that choose the model and devices of an inference command (gpt_jax.sample, gpt_jax.eval)."""
+def define_model_flags(random_init: bool = True) -> None:
+  """The flags that choose the model and devices of an inference command (gpt_jax.sample, gpt_jax.eval; without
+  --init and --seed for commands that only read checkpoints, such as gpt_jax.export)."""
   flags.DEFINE_string('workdir', None, 'run directory (or export_params directory) whose latest checkpoint and '
                       'config are loaded.')
-  flags.DEFINE_enum('init', 'checkpoint', ['checkpoint', 'random'], 'where the parameters come from.')
-  flags.DEFINE_integer('seed', 0, 'init seed with --init=random (and the sampling seed of gpt_jax.sample).')
+  if random_init:
+    flags.DEFINE_enum('init', 'checkpoint', ['checkpoint', 'random'], 'where the parameters come from.')
+    flags.DEFINE_integer('seed', 0, 'init seed with --init=random (and the sampling seed of gpt_jax.sample).')
   flags.DEFINE_string('mesh', None, 'data,fsdp,tensor sizes of the device mesh, one may be -1 (default: the '
                       'config\'s mesh section), e.g. --mesh=-1,1,1 for data parallelism over all devices.')
 
@@ -206,7 +218,14 @@ def load_model(config, workdir: str | None, init: str, seed: int = 0, mesh_spec:
     raise ConfigError(f'--init={init!r} is not valid: use checkpoint (with --workdir) or random (with --config).')
   if not workdir:
     raise ConfigError('pass --workdir=runs/<run> to load a checkpoint, or --config=... --init=random for a smoke run.')
+  if config is not None:
+    raise ConfigError(f'--config is not used with --workdir={workdir}: the run\'s own config.json describes its '
+                      f'model; drop --config (or pass --init=random to build a random model from it).')
+  if not os.path.isdir(workdir):
+    raise ConfigError(f'--workdir={workdir} is not a directory: pass a run directory written by gpt_jax.train or an '
+                      f'export_params directory.')
   config = ckpt.load_config(workdir)
+  warn_about_platform(config)
   mesh = inference_mesh(config, mesh_spec)
   module = gm.GPTLM(config.model)
   params, step = ckpt.load_for_inference(workdir, gs.abstract_params(gm.abstract_variables(module)['params'], mesh))

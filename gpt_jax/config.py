@@ -69,6 +69,7 @@ def default_config() -> ml_collections.ConfigDict:
   t.seed = 0  # parameter init and dropout seed
   t.sample_tokens = 200  # tokens of text sampled at the end of a run (0: none)
   t.wandb = False  # also log to Weights & Biases when the package is installed
+  t.init_from = ''  # a run or export dir whose params start a new run (fresh optimizer and data order); '' = random
 
   c.optim = o = ml_collections.ConfigDict()
   o.peak_lr = 1e-3  # peak learning rate after warmup
@@ -209,6 +210,8 @@ def _validate_train(config) -> None:
   for name in ('eval_every', 'eval_batches', 'seed', 'sample_tokens'):
     _number(config, f'train.{name}', low=0, integer=True)
   _flag(config, 'train.wandb')
+  if not isinstance(t.init_from, str):
+    _fail(f'train.init_from={t.init_from!r} must be a path (a run or export_params directory) or empty.')
   if t.total_tokens < t.batch_tokens:
     _fail(f'train.total_tokens={t.total_tokens} is smaller than one batch (train.batch_tokens={t.batch_tokens}).')
 

@@ -55,7 +55,8 @@ class Task:
   flops_per_row: model FLOPs of one training row (forward and backward), for MFU.
   eval_batches: () -> list of this host's validation batches, or None for no evaluation.
   eval_extra: optional {'loss': ...} -> more validation metrics (bits per byte for a language model).
-  init_params: optional (rng, shardings) -> params, e.g. a pretrained trunk under new heads.
+  init_params: optional (rng, shardings) -> params, e.g. a pretrained trunk under new heads; it is called outside
+    sharding.activation_context, so one that runs the model enters that context itself.
   frozen: params the loss reads but does not train (a reference policy, a reward model), already placed on the
     mesh; they enter the jitted step as sharded arguments, never as constants. {} for pretraining.
   """
@@ -207,11 +208,12 @@ def setup(config, task: Task, mesh, checkpointer: ckpt_lib.Checkpointer | None =
   param_sh = jax.tree.map(lambda x: x.sharding, p.abstract_params)
   train_sh = jax.tree.map(lambda x: x.sharding, p.abstract_train)
   rng_init, rng_train = jax.random.split(jax.random.PRNGKey(config.train.seed))
-  with gs.activation_context(mesh):
-    if task.init_params is not None:
-      params = task.init_params(rng_init, param_sh)
-    else:
+  if task.init_params is not None:
+    params = task.init_params(rng_init, param_sh)  # outside the activation context: restores run no model code
+  else:
+    with gs.activation_context(mesh):
       params = gm.init_params(task.module, rng_init, shardings=param_sh)
+  with gs.activation_context(mesh):
     train_state = jax.jit(functools.partial(init_train_state, p.optimizer), out_shardings=train_sh)(params, rng_train)
   return State(p, params, train_state, 0)
 

@@ -13,9 +13,11 @@ import math
 import os
 import sys
 
+import flax.linen as nn
 import jax
 from absl import flags
 
+from gpt_jax import checkpoint as ckpt
 from gpt_jax import cli
 from gpt_jax import flops
 from gpt_jax import loop
@@ -57,9 +59,26 @@ def build_task(config):
     ratio = bytes_per_token(stream.tokenizer, eval_batches())
     eval_extra = lambda result: {'bits_per_byte': result['loss'] / math.log(2) / ratio}  # noqa: E731
   context = config.model.context
-  return loop.Task(module=gm.GPTLM(config.model), loss_fn=losses.lm_loss_fn(config), train_stream=stream,
+  module = gm.GPTLM(config.model)
+  return loop.Task(module=module, loss_fn=losses.lm_loss_fn(config), train_stream=stream,
                    tokens_per_row=context, flops_per_row=context * flops.flops_per_token(config.model),
-                   eval_batches=eval_batches if config.train.eval_batches else None, eval_extra=eval_extra)
+                   eval_batches=eval_batches if config.train.eval_batches else None, eval_extra=eval_extra,
+                   init_params=params_from(config.train.init_from, module) if config.train.init_from else None)
+
+
+def params_from(path: str, module):
+  """init_params for a Task that starts from another run's (or export's) params: only the params are taken; the
+  optimizer, step and data order start afresh. A checkpoint of another shape is refused in one sentence."""
+  ckpt.load_config(path)  # fails now, in one sentence, if path is not a run or export directory
+
+  def init_params(rng, shardings):
+    del rng
+    abstract = gs.with_shardings(nn.unbox(gm.abstract_variables(module)['params']), shardings)
+    params, step = ckpt.load_for_inference(path, abstract)
+    if jax.process_index() == 0:
+      print(f'initialised from {path} (step {step})', flush=True)
+    return params
+  return init_params
 
 
 def run_record(config, tokenizer) -> dict:

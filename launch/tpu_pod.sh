@@ -18,7 +18,7 @@ gcloud compute tpus tpu-vm ssh "$tpu" --zone="$zone" --worker=all --command "
   set -e
   mkdir -p gpt_jax && tar -xzf gpt_jax_src.tgz -C gpt_jax
   cd gpt_jax
-  [ -x .venv/bin/python ] || (python3.11 -m venv .venv && .venv/bin/pip install -q -r requirements.txt -c constraints.txt && .venv/bin/pip install -q 'jax[tpu]==0.10.2')
+  [ -x .venv/bin/python ] || (python3.11 -m venv .venv && .venv/bin/pip install -q -r requirements-tpu.txt -c constraints.txt)
   GPT_JAX_DISTRIBUTED=1 .venv/bin/python -m gpt_jax.train --config=$config --workdir=$workdir \
     --config.model.dtype=bfloat16 $overrides
 "

@@ -1,9 +1,12 @@
 """Entry-point flags: every bad --config / --config.<key> ends in one sentence and exit status 2."""
 
+import os
 import subprocess
 import sys
 
 import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize('flag,message', [
@@ -36,3 +39,33 @@ def test_stray_arguments_are_one_sentence(tmp_path):
   result = subprocess.run([sys.executable, '-m', 'gpt_jax.train', f'--workdir={tmp_path}', 'extra'],
                           capture_output=True, text=True, timeout=120)
   assert result.returncode == 2 and "error: unexpected arguments 'extra'" in result.stderr
+
+
+def _one_sentence(args, tmp_path):
+  result = subprocess.run([sys.executable, '-m', *args], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env=dict(os.environ, PYTHONPATH=REPO))
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+  assert result.returncode == 2 and 'Traceback' not in result.stderr and len(errors) == 1, result.stderr[-2000:]
+  return errors[0]
+
+
+@pytest.mark.parametrize('args,message', [
+    (['gpt_jax.sample', '--config=CONFIGS/tiny.py:nano', '--init=random', '--num_samples=0'],
+     '--num_samples=0 must be at least 1'),
+    (['gpt_jax.sample', '--config=CONFIGS/tiny.py:nano', '--init=random', '--batch_size=0'],
+     '--batch_size=0 must be at least 1'),
+    (['gpt_jax.sample', '--config=CONFIGS/tiny.py:nano', '--workdir=.'], '--config is not used with --workdir=.'),
+    (['gpt_jax.eval', '--config=CONFIGS/tiny.py:nano', '--init=random', '--limit=0', '--tasks=x'],
+     '--limit=0 must be at least 1 (leave it out'),
+    (['gpt_jax.eval', '--config=CONFIGS/tiny.py:nano', '--init=random', '--batch_tokens=0', '--tasks=x'],
+     '--batch_tokens=0 must be at least 1'),
+    (['gpt_jax.eval', '--make_gpt3_tasks=afile'], '--make_gpt3_tasks=afile is a file, not a directory'),
+    (['gpt_jax.eval', '--make_gpt3_tasks=tasks', '--words_from=empty.txt'], "--words_from='empty.txt' holds no words"),
+])
+def test_inference_commands_refuse_nonsense_in_one_sentence(args, message, tmp_path):
+  (tmp_path / 'afile').write_text('mine')
+  (tmp_path / 'empty.txt').write_text('')
+  args = [a.replace('CONFIGS', os.path.join(REPO, 'configs')) for a in args]
+  before = sorted(os.listdir(tmp_path))
+  assert message in _one_sentence(args, tmp_path)
+  assert sorted(os.listdir(tmp_path)) == before and (tmp_path / 'afile').read_text() == 'mine'

@@ -277,3 +277,16 @@ def test_negative_k_and_bad_flags_are_refused(tmp_path):
                            f'--tasks={tmp_path}/missing'], capture_output=True, text=True, timeout=120, cwd=REPO)
   assert result.returncode == 2 and 'Traceback' not in result.stderr
   assert result.stderr.strip().splitlines()[-1].startswith('error: ')
+
+
+def test_every_task_and_k_is_checked_before_any_runs():
+  rolling = Task(TaskSpec(task='wiki', output_type='loglikelihood_rolling', test_file='t.jsonl'),
+                 [{'text': 'a b c'}] * 3, None)
+  fewshot.check_request(rolling, 0)
+  with pytest.raises(tasks.TaskError, match='use K=0, not 2'):
+    fewshot.check_request(rolling, 2)
+  small = Task(TaskSpec(task='t', output_type='loglikelihood', test_file='t.jsonl'),
+               [{'context': f'q{i}', 'completion': ' a'} for i in range(4)], None)
+  fewshot.check_request(small, 3)
+  with pytest.raises(tasks.TaskError, match='only 3 documents'):
+    fewshot.check_request(small, 4)

@@ -350,3 +350,30 @@ def test_mfu_never_exceeds_the_peak_a_busy_probe_underestimated(data_dir):
   meter.add(16)
   metrics = meter.read({'loss': 1.0}, 16)
   assert 0 < metrics['mfu'] <= 1.0 and meter.peak > 1e6
+
+
+def test_init_from_takes_another_runs_params_with_a_fresh_optimizer_and_data_order(data_dir, tmp_path):
+  config = _config(data_dir, **{'train.total_tokens': 16 * 32 * 2})
+  source = str(tmp_path / 'source')
+  trained = loop.train(config, source, train_lib.build_task(config)).params
+  new = _config(data_dir, **{'train.init_from': source, 'data.seed': 5})
+  state = loop.setup(new, train_lib.build_task(new), gs.make_mesh(new.mesh))
+  _assert_trees_equal(state.params, trained)
+  assert state.start_step == 0 and int(state.train_state['step']) == 0
+  moments = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(state.train_state['opt_state'])[0]
+             if {'mu', 'nu'} & set(gs.path_keys(path))]
+  assert moments and all(float(jnp.abs(m).max()) == 0 for m in moments)
+  wider = _config(data_dir, **{'train.init_from': source, 'model.d_model': 128})
+  with pytest.raises(gcfg.ConfigError, match='does not fit the model asked for'):
+    loop.setup(wider, train_lib.build_task(wider), gs.make_mesh(wider.mesh))
+  with pytest.raises(gcfg.ConfigError, match='does not exist'):
+    train_lib.build_task(_config(data_dir, **{'train.init_from': str(tmp_path / 'nope')}))
+
+
+def test_a_config_json_from_an_older_gpt_jax_loads_with_defaults(data_dir, tmp_path):
+  config = _config(data_dir)
+  stored = json.loads(config.to_json())
+  del stored['train']['init_from']
+  (tmp_path / 'config.json').write_text(json.dumps(stored))
+  loaded = ckpt_lib.load_config(str(tmp_path))
+  assert loaded.train.init_from == '' and loaded.model.to_dict() == config.model.to_dict()

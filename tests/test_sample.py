@@ -190,3 +190,19 @@ def test_command_line_text_reaches_the_tokenizer_as_typed():
   assert unescape('naïve café ✓') == 'naïve café ✓'
   assert unescape('C:\\x') == 'C:\\x' and unescape('\\u00e9') == '\\u00e9'
   assert unescape('a\\nb\\tc\\\\n') == 'a\nb\tc\\n'
+
+
+def test_export_command_writes_what_sampling_reads(lm, tmp_path):
+  from gpt_jax import checkpoint as ckpt
+  from tests.helpers import load_lm
+  config, _, params, _ = lm
+  ckpt.export_params(str(tmp_path / 'first'), params, 3, config)
+  run = lambda *args: subprocess.run([sys.executable, '-m', 'gpt_jax.export', *args], cwd=REPO,  # noqa: E731
+                                     capture_output=True, text=True, timeout=300)
+  result = run(f'--workdir={tmp_path / "first"}', f'--out={tmp_path / "second"}')
+  assert result.returncode == 0, result.stderr[-2000:]
+  _, loaded, step = load_lm(tmp_path / 'second')
+  assert step == 3
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), loaded, params)
+  again = run(f'--workdir={tmp_path / "first"}', f'--out={tmp_path / "second"}')
+  assert again.returncode == 2 and 'already exists' in again.stderr and 'Traceback' not in again.stderr

@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import logging as py_logging
 import re
 import shutil
 import sysconfig
@@ -151,6 +152,17 @@ def _documents(file: _File, text_field: str, counts: collections.Counter, wanted
 _CONFIGS: dict[str, LocalTextConfig] = {}  # the local-source configs made in this process, by name
 
 
+class _NoVariantFolderWarnings(py_logging.Filter):
+  """tfds warns 'Variant folder <dir> has no dataset_info.json' while it looks for an earlier copy of a local
+  source that is being prepared for the first time: expected there, and noise on a first run."""
+
+  def filter(self, record) -> bool:
+    return not str(record.msg).startswith('Variant folder ')
+
+
+py_logging.getLogger('absl').addFilter(_NoVariantFolderWarnings())
+
+
 @dataclasses.dataclass(eq=False)
 class LocalTextConfig(tfds.core.BuilderConfig):
   """One local corpus: its data.source spec, its files (in key order) and, for JSONL, the field holding the text."""
@@ -164,6 +176,14 @@ class GptJaxText(tfds.core.GeneratorBasedBuilder):
   """Local text / JSONL files as a tfds dataset with 'train' and 'validation' splits (ArrayRecord, no TensorFlow)."""
 
   VERSION = tfds.core.Version('1.0.0')
+
+  def _log_download_bytes(self) -> None:
+    # tfds announces "Downloading and preparing dataset Unknown size": nothing is downloaded for local files.
+    print(f'preparing {self.builder_config.description} from {len(self.builder_config.files)} local files '
+          f'(once; nothing is downloaded) under {self.data_dir}', flush=True)
+
+  def _log_download_done(self) -> None:
+    pass
 
   @classmethod
   def get_builder_config(cls, name: str, version=None) -> LocalTextConfig | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 
 import jax
@@ -56,7 +57,11 @@ def _corpus_texts(config):
     if not os.path.isfile(FLAGS.words_from):
       raise gcfg.ConfigError(f'--words_from={FLAGS.words_from!r} does not exist: pass a text file.')
     with open(FLAGS.words_from, encoding='utf-8', errors='replace') as f:
-      return [f.read()]
+      text = f.read()
+    if not re.search(r'[A-Za-z]{4,}', text):
+      raise gcfg.ConfigError(f'--words_from={FLAGS.words_from!r} holds no words of 4 or more letters to scramble: '
+                             f'pass a text file with prose in it.')
+    return [text]
   data_dir = (config or gcfg.default_config()).data.data_dir
   return sources.open_source('stdlib', data_dir).texts('train')
 
@@ -67,9 +72,29 @@ def _fewshot_values() -> list[int]:
   except ValueError:
     raise gcfg.ConfigError(f'--num_fewshot={",".join(FLAGS.num_fewshot)} must be a comma-separated list of '
                            f'integers, e.g. --num_fewshot=0,1,10.') from None
-  if any(k < 0 for k in values) or (FLAGS.limit is not None and FLAGS.limit < 0):
-    raise gcfg.ConfigError('--num_fewshot values and --limit must be 0 or more.')
+  if any(k < 0 for k in values):
+    raise gcfg.ConfigError('--num_fewshot values must be 0 or more.')
   return values
+
+
+def _check_flags() -> None:
+  """Every flag that has a wrong value, refused before anything runs or is written."""
+  for name, low in (('limit', 1), ('batch_tokens', 1), ('gen_batch_size', 1), ('n_words', 1)):
+    value = FLAGS[name].value
+    if value is not None and value < low:
+      leave_out = ' (leave it out to evaluate every item)' if name == 'limit' else ''
+      raise gcfg.ConfigError(f'--{name}={value} must be at least {low}{leave_out}.')
+  for name in ('make_gpt3_tasks', 'output_dir'):
+    path = FLAGS[name].value
+    if path and os.path.exists(path) and not os.path.isdir(path):
+      raise gcfg.ConfigError(f'--{name}={path} is a file, not a directory: pass a directory path.')
+
+
+def _check_requests(loaded, ks: list[int]) -> None:
+  """Every (task, K) is checked before the first one runs, so a bad pair never stops a run halfway."""
+  for task in loaded:
+    for k in ks or [task.spec.num_fewshot]:
+      fewshot.check_request(task, k)
 
 
 def _jsonable(x):
@@ -92,6 +117,7 @@ def _summary(reports: list[dict]) -> str:
 
 def main(argv):
   del argv
+  _check_flags()
   flag_config = cli.config_from_flags()
   main_process = jax.process_index() == 0  # every process computes the same reports; one writes them
 
@@ -108,6 +134,7 @@ def main(argv):
   if not task_paths:
     raise gcfg.ConfigError('pass --tasks=<task dir or spec.json>[,...] (or --make_gpt3_tasks=<dir>).')
   loaded = [tasks_lib.load_task(p) for p in task_paths]
+  _check_requests(loaded, _fewshot_values())
 
   config, module, params, step, mesh = cli.load_model(flag_config, FLAGS.workdir, FLAGS.init, FLAGS.seed, FLAGS.mesh)
   tokenizer = tok_lib.load(config.data)

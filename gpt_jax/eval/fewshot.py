@@ -69,6 +69,20 @@ def fewshot_examples(task: Task, index: int, k: int, seed: int = FEWSHOT_SEED) -
   return [pool[i] for i in chosen]
 
 
+def check_request(task: Task, k: int) -> None:
+  """A TaskError when task cannot be evaluated at K shots (checked before any item is scored)."""
+  spec = task.spec
+  if k < 0:
+    raise TaskError(f'task {spec.task!r}: K={k} demonstrations is not possible: K must be 0 or more.')
+  if spec.output_type == 'loglikelihood_rolling' and k:
+    raise TaskError(f'task {spec.task!r}: loglikelihood_rolling scores whole documents; use K=0, not {k}.')
+  same_split = task.train_docs is None
+  available = len(task.test_docs) - 1 if same_split else len(task.train_docs)
+  if k > available:
+    raise TaskError(f'task {spec.task!r}: K={k} demonstrations were asked for but only {available} documents are '
+                    f'available besides the evaluated one; use a smaller K.')
+
+
 def build_context(spec: TaskSpec, shots: Sequence[dict], doc: dict) -> str:
   """description + (text + target_delimiter + target + fewshot_delimiter) per shot + the evaluated text."""
   demos = ''.join(doc_text(spec, s) + spec.target_delimiter + doc_target(spec, s) + spec.fewshot_delimiter

@@ -14,6 +14,7 @@ import jax
 from absl import flags
 
 from gpt_jax import cli
+from gpt_jax.config import ConfigError
 from gpt_jax.data import tokenizer as tok_lib
 from gpt_jax.sample import Sampler, generate_text
 
@@ -29,6 +30,9 @@ def unescape(s: str) -> str:
 def main(argv):
   del argv
   f = flags.FLAGS
+  for name in ('num_samples', 'batch_size', 'max_new_tokens'):
+    if f[name].value < 1:
+      raise ConfigError(f'--{name}={f[name].value} must be at least 1.')
   config, module, params, step, mesh = cli.load_model(cli.config_from_flags(), f.workdir, f.init, f.seed, f.mesh)
   tokenizer = tok_lib.load(config.data)
   sampler = Sampler(module, config.model, params, eot_id=tokenizer.eot_id, pad_id=tokenizer.pad_id,
