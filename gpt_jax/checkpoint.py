@@ -12,10 +12,16 @@ only ever deleted by the keep policy (last `keep`, plus every `keep_every`-th st
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import io
 import json
 import logging
 import os
+import sys
+import tempfile
 import time
+import traceback
 
 import jax
 import ml_collections
@@ -193,17 +199,61 @@ def restore_newest(manager, expected: dict, refuse, *, quarantine: bool, extra: 
   for step in sorted(manager.all_steps(), reverse=True):
     if mismatch := _stored_difference(manager, step, expected):
       refuse(step, mismatch)
-    try:
-      return manager.restore(step, args=ocp.args.Composite(**args)), step
-    except Exception as error:  # noqa: BLE001 -- classified below
-      first_line = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
-      if any(marker in str(error) for marker in _MISMATCH_MARKERS):
-        refuse(step, first_line)  # readable but shaped differently: not corrupt
-      logging.warning('checkpoint step %d in %s cannot be restored (%s: %s); using the one before it.',
-                      step, manager.directory, type(error).__name__, first_line)
-      if quarantine:
-        if jax.process_index() == 0:
-          (manager.directory / str(step)).rename(manager.directory / f'{step}.corrupt-{int(time.time())}')
-        multihost_utils.sync_global_devices(f'quarantined checkpoint {step}')
-        manager.reload()
+    captured = io.StringIO()
+    with _stderr_to(captured):
+      try:
+        restored = manager.restore(step, args=ocp.args.Composite(**args))
+      except Exception as error:  # noqa: BLE001 -- classified below
+        restored, message = None, str(error) or type(error).__name__
+        details = ''.join(traceback.format_exception(error))
+      if restored is None:
+        # The failed restore leaves background reads behind that print hundreds of lines of asyncio tracebacks
+        # as they fail and are collected (once `error` is gone): wait for them while stderr is still captured.
+        gc.collect()
+        time.sleep(1.0)
+        gc.collect()
+    if restored is not None:
+      sys.stderr.write(captured.getvalue())  # whatever a good restore printed is the user's to see
+      return restored, step
+    first_line = message.splitlines()[0].split(' See full')[0][:300]
+    if any(marker in message for marker in _MISMATCH_MARKERS):
+      refuse(step, first_line)  # readable but shaped differently: not corrupt
+    corrupt = manager.directory / f'{step}.corrupt-{int(time.time())}'
+    log = _write_log(f'{corrupt}.log' if quarantine else None, step, manager.directory, details + '\n' +
+                     captured.getvalue())
+    logging.warning('checkpoint step %d in %s cannot be restored (%s); using the one before it (details: %s).',
+                    step, manager.directory, first_line, log)
+    if quarantine:
+      if jax.process_index() == 0:
+        (manager.directory / str(step)).rename(corrupt)
+      multihost_utils.sync_global_devices(f'quarantined checkpoint {step}')
+      manager.reload()
   return None
+
+
+@contextlib.contextmanager
+def _stderr_to(buffer: io.StringIO):
+  """Sends everything written to file descriptor 2 (Python's stderr, logging, and what native threads print) to
+  buffer while the block runs."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      yield
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      captured.seek(0)
+      buffer.write(captured.read().decode('utf-8', 'replace'))
+
+
+def _write_log(path: str | None, step: int, directory, text: str) -> str:
+  """Writes a failed restore's details to path (default: a temporary file); returns the path."""
+  if path is None:
+    handle, path = tempfile.mkstemp(prefix=f'gpt_jax-restore-step{step}-', suffix='.log')
+    os.close(handle)
+  with open(path, 'w', encoding='utf-8') as f:
+    f.write(f'checkpoint step {step} in {directory} could not be restored\n\n{text}')
+  return str(path)

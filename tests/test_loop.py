@@ -377,3 +377,19 @@ def test_a_config_json_from_an_older_gpt_jax_loads_with_defaults(data_dir, tmp_p
   (tmp_path / 'config.json').write_text(json.dumps(stored))
   loaded = ckpt_lib.load_config(str(tmp_path))
   assert loaded.train.init_from == '' and loaded.model.to_dict() == config.model.to_dict()
+
+
+def test_a_corrupted_checkpoint_is_reported_in_one_line_with_details_in_a_log(data_dir, tmp_path, capfd, caplog):
+  config = _config(data_dir, **{'train.total_tokens': 16 * 32 * 4, 'train.eval_every': 0})
+  workdir = str(tmp_path / 'run')
+  loop.train(config, workdir, train_lib.build_task(config))
+  for path in glob.glob(os.path.join(workdir, 'checkpoints', '4', 'params', 'ocdbt.process_0', 'd', '*')):
+    with open(path, 'r+b') as f:
+      f.truncate(10)  # array data only: the restore fails inside tensorstore's background reads
+  capfd.readouterr()
+  loop.train(config, workdir, train_lib.build_task(config))
+  err = capfd.readouterr().err
+  assert 'Traceback' not in err and 'Event loop' not in err and 'Exception ignored' not in err, err[-3000:]
+  assert [r.getMessage().count('cannot be restored') for r in caplog.records if 'restored' in r.getMessage()] == [1]
+  logs = glob.glob(os.path.join(workdir, 'checkpoints', '4.corrupt-*.log'))
+  assert len(logs) == 1 and 'Encountered error while reading array' in open(logs[0]).read()
