@@ -9,8 +9,10 @@ JAX_PROCESS_ID) or from --coordinator_address / --num_processes / --process_id.
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 import os
+import subprocess
 import sys
 
 import flax.linen as nn
@@ -82,9 +84,27 @@ def params_from(path: str, module):
 
 
 def run_record(config, tokenizer) -> dict:
-  """What run.json records about how the run was started."""
-  return dict(tokenizer=config.data.tokenizer, tokenizer_checksum=tokenizer.checksum, processes=jax.process_count(),
-              devices=jax.device_count(), device_kind=jax.devices()[0].device_kind, argv=sys.argv)
+  """What run.json records about how the run was started: the command, the code (git commit and whether the tree
+  had uncommitted changes) and library versions, the devices and the tokenizer."""
+  versions = {name: importlib.metadata.version(name)
+              for name in ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy')}
+  return dict(argv=sys.argv, git=_git_state(), versions=versions, python=sys.version.split()[0],
+              processes=jax.process_count(), devices=jax.device_count(), device_kind=jax.devices()[0].device_kind,
+              tokenizer=config.data.tokenizer, tokenizer_checksum=tokenizer.checksum)
+
+
+def _git_state() -> dict | None:
+  """{'commit', 'dirty'} of the checkout gpt_jax runs from, or None outside a git checkout (an installed package)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True, text=True, timeout=10)
+    status = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=root, capture_output=True,
+                            text=True, timeout=10)
+  except (OSError, subprocess.TimeoutExpired):
+    return None
+  if commit.returncode:
+    return None
+  return dict(commit=commit.stdout.strip(), dirty=bool(status.stdout.strip()))
 
 
 def sample_text(config, params, tokenizer, n_tokens: int, mesh) -> str:

@@ -290,3 +290,22 @@ def test_every_task_and_k_is_checked_before_any_runs():
   fewshot.check_request(small, 3)
   with pytest.raises(tasks.TaskError, match='only 3 documents'):
     fewshot.check_request(small, 4)
+
+
+def test_log_samples_record_each_item_as_scored(lm):
+  docs = [{'query': 'The sky is', 'choices': ['blue', 'green'], 'gold': 0},
+          {'query': 'Pick', 'choices': ['a', 'bb', 'c'], 'gold': 2}]
+  task = Task(TaskSpec(task='mc', output_type='multiple_choice', test_file='x'), docs, None)
+  report = fewshot.evaluate(task, 0, scorer=lm[2], sampler=None, tokenizer=TOK, log_samples=True)
+  samples = report['samples']
+  assert [s['index'] for s in samples] == [0, 1] and samples[1]['prompt'] == 'Pick' and samples[1]['target'] == 'c'
+  assert np.mean([s['prediction'] == s['gold'] for s in samples]) == report['metrics']['acc']['value']
+  for s, d in zip(samples, docs):
+    want = [hand_score(lm, *fewshot.encode_pair(TOK, d['query'], ' ' + c, TOK.eot_id))[0] for c in d['choices']]
+    np.testing.assert_allclose(s['loglikelihoods'], want, rtol=1e-4)
+  spec = TaskSpec(task='cl', output_type='generate_until', test_file='x', target_delimiter='', fewshot_delimiter='',
+                  until=('\n',), max_gen_toks=8, metric_list=('exact_match',))
+  gen = fewshot.evaluate(Task(spec, [{'context': 'ab =', 'completion': ' ba'}], None), 0, scorer=lm[2],
+                         sampler=lm[3], tokenizer=TOK, log_samples=True)
+  assert gen['samples'][0]['generation'] == TOK.decode(greedy_text(lm, TOK.encode('ab ='), 8)).split('\n')[0]
+  assert 'samples' not in fewshot.evaluate(task, 0, scorer=lm[2], sampler=None, tokenizer=TOK)

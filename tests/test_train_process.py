@@ -131,3 +131,11 @@ def test_two_processes_save_resume_and_match_one_process(data_dir, straight, tmp
   assert '[eval] step' in second[0] and '--- sample ---' in second[0] and '--- sample ---' not in second[1]
   # Same math on the same 8 devices; only the cross-process reduction order may differ.
   _assert_equal(_final_params(multi), _final_params(straight), atol=5e-5)
+
+
+def test_run_json_records_the_command_code_and_versions(straight):
+  import json
+  record = json.loads(open(os.path.join(straight, 'run.json')).read())
+  assert record['argv'][0].endswith('train.py') or 'gpt_jax.train' in ' '.join(record['argv'])
+  assert set(record['versions']) >= {'jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint'}
+  assert len(record['git']['commit']) == 40 and isinstance(record['git']['dirty'], bool)  # tests run from a checkout

@@ -44,6 +44,8 @@ flags.DEFINE_string('words_from', None, 'text file the scrambling word list is c
                     '(default: the data package\'s stdlib corpus).')
 flags.DEFINE_integer('n_words', 10_000, 'size of the scrambling word list.')
 flags.DEFINE_integer('task_seed', 0, 'seed of the GPT-3 task generators.')
+flags.DEFINE_bool('log_samples', False, 'also write <task>.<K>shot.samples.jsonl: each item\'s prompt, target and '
+                  'what the model scored or generated.')
 
 FLAGS = flags.FLAGS
 
@@ -155,7 +157,8 @@ def main(argv):
     for k in _fewshot_values() or [task.spec.num_fewshot]:
       start = time.time()
       report = fewshot.evaluate(task, k, scorer=scorer, sampler=sampler, tokenizer=tokenizer,
-                                seed=FLAGS.fewshot_seed, limit=FLAGS.limit)
+                                seed=FLAGS.fewshot_seed, limit=FLAGS.limit, log_samples=FLAGS.log_samples)
+      samples = report.pop('samples', None)
       report.update(checkpoint_step=step, seconds=round(time.time() - start, 3), spec=task.spec.to_json(),
                     eval_settings=settings, config=run_config)
       path = os.path.join(output_dir, f'{task.spec.task}.{k}shot.json')
@@ -163,6 +166,9 @@ def main(argv):
       if main_process:
         with open(path, 'w', encoding='utf-8') as f:
           json.dump(_jsonable(report), f, indent=2)
+        if samples is not None:
+          with open(path[:-len('.json')] + '.samples.jsonl', 'w', encoding='utf-8') as f:
+            f.writelines(json.dumps(_jsonable(item), ensure_ascii=False) + '\n' for item in samples)
         print(f'{task.spec.task} K={k}: {report["n"]} items in {report["seconds"]:.1f}s -> {path}', flush=True)
   if main_process:
     print(f'\ncheckpoint step {step}\n' + _summary(reports))

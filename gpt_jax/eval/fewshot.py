@@ -180,8 +180,10 @@ class Scorer:
 # One task at one K.
 
 def evaluate(task: Task, k: int, *, scorer: Scorer, sampler: sample_lib.Sampler | None, tokenizer,
-             seed: int = FEWSHOT_SEED, limit: int | None = None) -> dict:
-  """Scores task at K shots; returns the report's body (task, K, n, truncated, metrics with stderr)."""
+             seed: int = FEWSHOT_SEED, limit: int | None = None, log_samples: bool = False) -> dict:
+  """Scores task at K shots; returns the report's body (task, K, n, truncated, metrics with stderr) and, with
+  log_samples, 'samples': one record per item (prompt, target, what the model scored or wrote), as
+  lm-evaluation-harness's --log_samples does, so a surprising score can be read item by item."""
   spec = task.spec
   docs = task.test_docs[:limit] if limit is not None else task.test_docs
   max_len, eot = scorer.max_len, tokenizer.eot_id
@@ -207,11 +209,15 @@ def evaluate(task: Task, k: int, *, scorer: Scorer, sampler: sample_lib.Sampler 
     logliks, greedy = scorer.score(requests)
     if spec.output_type == 'loglikelihood':
       metrics = metrics_lib.loglikelihood_metrics(spec.metrics, logliks, greedy)
+      per_item = [dict(loglikelihood=float(ll), is_greedy=bool(g)) for ll, g in zip(logliks, greedy)]
     else:
       owners = np.asarray(owners)
+      choice_logliks = [logliks[owners == i] for i in range(len(docs))]
       metrics = metrics_lib.multiple_choice_metrics(
-          spec.metrics, [logliks[owners == i] for i in range(len(docs))], [d['gold'] for d in docs],
+          spec.metrics, choice_logliks, [d['gold'] for d in docs],
           [np.array([len(c) for c in d['choices']], np.float64) for d in docs])
+      per_item = [dict(loglikelihoods=[float(x) for x in ll], gold=d['gold'], prediction=int(np.argmax(ll)))
+                  for ll, d in zip(choice_logliks, docs)]
 
   elif spec.output_type == 'generate_until':
     if sampler is None:
@@ -221,6 +227,7 @@ def evaluate(task: Task, k: int, *, scorer: Scorer, sampler: sample_lib.Sampler 
     truncated = sum(s.prompt_truncated for s in samples)
     metrics = metrics_lib.generation_metrics(spec.metrics, [s.text for s in samples],
                                              [doc_target(spec, d) for d in docs])
+    per_item = [dict(generation=s.text, finish_reason=s.finish_reason) for s in samples]
 
   else:
     requests, owners = [], []
@@ -232,6 +239,13 @@ def evaluate(task: Task, k: int, *, scorer: Scorer, sampler: sample_lib.Sampler 
     n_words = [len(re.split(r'\s+', d['text'])) for d in docs]
     n_bytes = [len(d['text'].encode('utf-8')) for d in docs]
     metrics = metrics_lib.rolling_metrics(spec.metrics, logliks, n_words, n_bytes)
+    per_item = [dict(loglikelihood=float(ll), words=w, bytes=b) for ll, w, b in zip(logliks, n_words, n_bytes)]
 
-  return {'task': spec.task, 'output_type': spec.output_type, 'num_fewshot': k, 'n': len(docs),
-          'truncated': int(truncated), 'fewshot_seed': seed, 'metrics': metrics}
+  report = {'task': spec.task, 'output_type': spec.output_type, 'num_fewshot': k, 'n': len(docs),
+            'truncated': int(truncated), 'fewshot_seed': seed, 'metrics': metrics}
+  if log_samples:
+    report['samples'] = [
+        dict(index=i, prompt=contexts[i] if contexts else None,
+             target=doc_target(spec, doc) if spec.output_type != 'loglikelihood_rolling' else None, **item)
+        for i, (doc, item) in enumerate(zip(docs, per_item))]
+  return report
