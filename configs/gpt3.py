@@ -79,6 +79,6 @@ def get_config(size: str = '125m'):
   c.checkpoint.every_steps = 1000
   c.checkpoint.keep_every = 10_000
   # GPT-3 used GPT-2's 50257-token BPE: train a sentencepiece model of that size (python -m gpt_jax.data
-  # train-tokenizer --vocab_size=50257 ...) and pass --config.data.tokenizer=<path>; training refuses a mismatch.
+  # train-tokenizer --config.data.source=<your corpus> --vocab_size=50257) and pass --config.data.tokenizer=<path>; training refuses a mismatch.
   c.data.tokenizer = 'byte'
   return c

@@ -28,23 +28,27 @@ from gpt_jax.config import ConfigError
 _default_spec = None
 
 
-def run_main(main, default_spec: str | None = None) -> None:
-  """Runs an absl entry point: defines --config and the multi-host flags, refuses stray positional arguments,
-  initialises jax.distributed, then calls main(argv). Bad flags and ConfigErrors end the program with one
-  sentence on stderr and exit status 2. Logging starts at WARNING: orbax logs every checkpoint save and restore
+def run_main(main, default_spec: str | None = None, commands: tuple[str, ...] = ()) -> None:
+  """Runs an absl entry point: defines --config and the multi-host flags, refuses stray positional arguments (all
+  but one of `commands`), initialises jax.distributed, then calls main(argv). Bad flags and ConfigErrors end the
+  program with one sentence on stderr and exit status 2. Logging starts at WARNING: orbax logs every checkpoint save and restore
   at INFO (--verbosity=0 brings it back)."""
   sys.argv = [_integral_token_count(arg) for arg in sys.argv]
   define_config_flag(default_spec)
   _define_distributed_flags()
+  flags.DEFINE_bool('print_config', False, 'print every config field with its value and meaning (the --config '
+                    'file with its overrides, or the --workdir run\'s own config.json), then exit.')
 
   def guarded(argv):
     if not flags.FLAGS['verbosity'].present:
       logging.set_verbosity(logging.WARNING)
     try:
-      if len(argv) > 1:
+      if len(argv) > 1 and not (commands and len(argv) == 2 and argv[1] in commands):
         raise ConfigError(f'unexpected arguments {" ".join(argv[1:])!r}: every option is a --flag, e.g. '
                           f'--workdir=runs/x or --config.<field>=<value>.')
       f = flags.FLAGS
+      if f.print_config:
+        return _print_config()
       initialize_distributed(f.coordinator_address, f.num_processes, f.process_id)
       return main(argv)
     except ConfigError as error:
@@ -68,6 +72,17 @@ def _integral_token_count(arg: str) -> str:
   except ValueError:
     return arg
   return f'{key}={int(number)}' if number.is_integer() else arg
+
+
+def _print_config() -> int:
+  config = config_from_flags()
+  workdir = flags.FLAGS['workdir'].value if 'workdir' in flags.FLAGS else None
+  if config is None and workdir:
+    config = ckpt.load_config(workdir)
+  if config is None:
+    raise ConfigError('--print_config needs --config=configs/<file>.py[:<arg>] or --workdir=<run>.')
+  print(gcfg.describe(config))
+  return 0
 
 
 def define_config_flag(default_spec: str | None) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import inspect
 import math
 import os
+import re
 
 import ml_collections
 
@@ -307,3 +309,18 @@ def _parent(config: ml_collections.ConfigDict, key: str):
 def check_key(config: ml_collections.ConfigDict, key: str) -> None:
   """A ConfigError naming the closest valid key when the dotted key does not exist in config."""
   _parent(config, key)
+
+
+def describe(config: ml_collections.ConfigDict) -> str:
+  """Every field as `section.field = value  # its comment in default_config()`, one per line."""
+  source = inspect.getsource(default_config)
+  sections = {var: name for name, var in re.findall(r'^\s*c\.(\w+) = (\w+) = ml_collections', source, re.M)}
+  comments = {f'{sections[var]}.{name}': comment
+              for var, name, comment in re.findall(r'^\s*(\w+)\.(\w+) = .*?#\s*(.*)$', source, re.M)
+              if var in sections}
+  lines = []
+  for section, fields in config.items():
+    for name, value in fields.items():
+      comment = comments.get(f'{section}.{name}')
+      lines.append(f'{section}.{name} = {value!r}' + (f'  # {comment}' if comment else ''))
+  return '\n'.join(lines)

@@ -69,3 +69,16 @@ def test_inference_commands_refuse_nonsense_in_one_sentence(args, message, tmp_p
   before = sorted(os.listdir(tmp_path))
   assert message in _one_sentence(args, tmp_path)
   assert sorted(os.listdir(tmp_path)) == before and (tmp_path / 'afile').read_text() == 'mine'
+
+
+def test_print_config_lists_every_field_with_its_meaning(tmp_path):
+  result = subprocess.run([sys.executable, '-m', 'gpt_jax.train', '--print_config', '--config=configs/gpt3.py:125m',
+                           '--config.train.total_tokens=2.5e9'], capture_output=True, text=True, timeout=120,
+                          cwd=REPO)
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = result.stdout.splitlines()
+  assert 'train.total_tokens = 2500000000  # training length in tokens' in lines
+  assert 'optim.peak_lr = 0.0006  # peak learning rate after warmup' in lines
+  from gpt_jax import config as gcfg
+  fields = sum(len(section) for section in gcfg.default_config().values())
+  assert len(lines) == fields and all('  # ' in line for line in lines)

@@ -132,8 +132,8 @@ def _errors(tmp_path):
 
 def test_catalog_datasets_read_through_tfds_data_sources(tmp_path):
   data_dir = str(tmp_path / 'data')
-  with pytest.raises(ConfigError, match=rf'run `python -m gpt_jax.data prepare --source=tfds:lm1b '
-                                        rf'--data_dir={data_dir}` on a machine with network access'):
+  with pytest.raises(ConfigError, match=rf'run `python -m gpt_jax.data prepare --config.data.source=tfds:lm1b '
+                                        rf'--config.data.data_dir={data_dir}` on a machine with network access'):
     sources.open_source('tfds:lm1b', data_dir).prepare()
   with pytest.raises(ConfigError, match="tensorflow-datasets has no dataset 'no_such_dataset'"):
     sources.open_source('tfds:no_such_dataset', data_dir)

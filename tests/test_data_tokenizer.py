@@ -33,8 +33,8 @@ def trained(tmp_path_factory):
   source = _copy_stdlib_packages(str(root / 'corpus'))
   data_dir = str(root / 'data')
   result = subprocess.run(
-      [sys.executable, '-m', 'gpt_jax.data', 'train-tokenizer', f'--source={source}', '--vocab_size=1024',
-       f'--data_dir={data_dir}'], cwd=REPO, capture_output=True, text=True, timeout=300,
+      [sys.executable, '-m', 'gpt_jax.data', 'train-tokenizer', f'--config.data.source={source}', '--vocab_size=1024',
+       f'--config.data.data_dir={data_dir}'], cwd=REPO, capture_output=True, text=True, timeout=300,
       env={**os.environ, 'PYTHONPATH': REPO, 'JAX_PLATFORMS': 'cpu'})
   assert result.returncode == 0, result.stderr[-2000:]
   path = result.stdout.strip().splitlines()[-1]

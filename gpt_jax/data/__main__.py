@@ -1,8 +1,12 @@
 """Data CLI: prepare a source, or train a sentencepiece tokenizer on one.
 
-  python -m gpt_jax.data prepare --source=stdlib [--tokenizer=byte|<path.model>] [--data_dir=...]
-  python -m gpt_jax.data prepare --source=tfds:lm1b --data_dir=...          (on a machine with network access)
-  python -m gpt_jax.data train-tokenizer --source=stdlib --vocab_size=8192 [--model_type=bpe|unigram]
+  python -m gpt_jax.data prepare [--config=configs/<file>.py:<arg>] [--config.data.source=stdlib]
+      [--config.data.tokenizer=byte|<path.model>] [--config.data.data_dir=...]
+  python -m gpt_jax.data prepare --config.data.source=tfds:lm1b     (on a machine with network access)
+  python -m gpt_jax.data train-tokenizer --config.data.source=stdlib --vocab_size=8192 [--model_type=bpe|unigram]
+
+The data fields come from the same config tree and --config.data.<field> flags as training, so a run's config
+prepares exactly the data that run reads.
 
 `prepare` writes the ArrayRecord copy of each source of a mixture and its token caches for --tokenizer, and prints
 what it found (documents, replaced bytes, skipped lines). `train-tokenizer` samples at most --sample_chars
@@ -19,36 +23,30 @@ import os
 import sys
 
 import numpy as np
-from absl import app
 from absl import flags
 
-from gpt_jax.config import ConfigError, default_config
+from gpt_jax import cli
+from gpt_jax.config import ConfigError
 from gpt_jax.data import pipeline
 from gpt_jax.data import sources
 from gpt_jax.data import tokenizer as tokenizer_lib
 
-_DEFAULTS = default_config().data
-_SOURCE = flags.DEFINE_string('source', _DEFAULTS.source, 'data.source: stdlib, files:<glob>, tfds:<name>, mixture.')
-_DATA_DIR = flags.DEFINE_string('data_dir', _DEFAULTS.data_dir, 'data.data_dir: where prepared data lives.')
-_TEXT_FIELD = flags.DEFINE_string('text_field', _DEFAULTS.text_field, 'data.text_field: the text of JSONL / tfds.')
-_TOKENIZER = flags.DEFINE_string('tokenizer', _DEFAULTS.tokenizer, 'prepare: also build token caches for this.')
 _VOCAB_SIZE = flags.DEFINE_integer('vocab_size', 8192, 'train-tokenizer: vocabulary size, specials included.')
 _MODEL_TYPE = flags.DEFINE_enum('model_type', 'bpe', ['bpe', 'unigram'], 'train-tokenizer: sentencepiece model.')
 _SAMPLE_CHARS = flags.DEFINE_integer('sample_chars', 16_000_000, 'train-tokenizer: characters of text to train on.')
 
-_USAGE = 'usage: python -m gpt_jax.data prepare|train-tokenizer --source=... (see --help)'
+_USAGE = ('usage: python -m gpt_jax.data prepare|train-tokenizer [--config=...] [--config.data.source=...] '
+          '(see --help)')
 
 
-def _prepare() -> None:
-  data_config = default_config().data
-  data_config.tokenizer = _TOKENIZER.value
-  tokenizer = tokenizer_lib.load(data_config)
-  for source, _ in sources.open_sources(_SOURCE.value, _DATA_DIR.value, _TEXT_FIELD.value):
+def _prepare(d) -> None:
+  tokenizer = tokenizer_lib.load(d)
+  for source, _ in sources.open_sources(d.source, d.data_dir, d.text_field):
     report = source.prepare(download=True)
     print(f'{source.spec}: {json.dumps(report)}')
     for split in sources.SPLITS:
       try:
-        tokens = pipeline.token_cache(source, split, tokenizer, _DATA_DIR.value)
+        tokens = pipeline.token_cache(source, split, tokenizer, d.data_dir)
       except ConfigError as e:
         print(f'{source.spec} {split}: {e}')
         continue
@@ -66,16 +64,16 @@ def _sample(texts, chars: int):
     yield text
 
 
-def _train_tokenizer() -> str:
-  components = sources.open_sources(_SOURCE.value, _DATA_DIR.value, _TEXT_FIELD.value)
+def _train_tokenizer(d) -> str:
+  components = sources.open_sources(d.source, d.data_dir, d.text_field)
   total_weight = sum(weight for _, weight in components)
   documents = []
   for source, weight in components:
     source.prepare()
     documents.append(_sample(source.texts('train'), int(_SAMPLE_CHARS.value * weight / total_weight)))
   name = components[0][0].slug if len(components) == 1 else (
-      'mix-' + hashlib.sha256(_SOURCE.value.encode()).hexdigest()[:8])
-  path = os.path.join(os.path.expanduser(_DATA_DIR.value), 'tokenizers',
+      'mix-' + hashlib.sha256(d.source.encode()).hexdigest()[:8])
+  path = os.path.join(os.path.expanduser(d.data_dir), 'tokenizers',
                       f'{name}-{_MODEL_TYPE.value}-{_VOCAB_SIZE.value}.model')
   tokenizer = tokenizer_lib.train(itertools.chain(*documents), path, _VOCAB_SIZE.value, _MODEL_TYPE.value,
                                   _SAMPLE_CHARS.value)
@@ -86,15 +84,14 @@ def _train_tokenizer() -> str:
   return path
 
 
+COMMANDS = {'prepare': _prepare, 'train-tokenizer': _train_tokenizer}
+
+
 def main(argv) -> None:
-  commands = {'prepare': _prepare, 'train-tokenizer': _train_tokenizer}
-  if len(argv) != 2 or argv[1] not in commands:
-    raise app.UsageError(_USAGE)
-  try:
-    commands[argv[1]]()
-  except ConfigError as e:
-    sys.exit(f'error: {e}')
+  if len(argv) != 2 or argv[1] not in COMMANDS:
+    raise ConfigError(f'name one command, prepare or train-tokenizer, not {" ".join(argv[1:]) or "none"}: {_USAGE}.')
+  COMMANDS[argv[1]](cli.config_from_flags().data)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_main(main, 'configs/tiny.py:micro', commands=tuple(COMMANDS))

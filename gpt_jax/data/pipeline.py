@@ -157,7 +157,7 @@ class TrainStream:
       raise ConfigError(
           f'model.vocab_size={config.model.vocab_size} but data.tokenizer={data.tokenizer!r} has '
           f'{self.tokenizer.vocab_size} tokens: set --config.model.vocab_size={self.tokenizer.vocab_size}, or train '
-          f'a tokenizer of that size (python -m gpt_jax.data train-tokenizer --source=... '
+          f'a tokenizer of that size (python -m gpt_jax.data train-tokenizer --config.data.source=... '
           f'--vocab_size={config.model.vocab_size}) and set data.tokenizer to it.')
     self._eot_id = self.tokenizer.eot_id
     self._segment_ids = bool(data.segment_ids)

@@ -346,7 +346,8 @@ class CatalogSource:
     self.cache_key = None
 
   def _command(self) -> str:
-    return f'python -m gpt_jax.data prepare --source={self.spec} --data_dir={self._data_dir}'
+    return (f'python -m gpt_jax.data prepare --config.data.source={self.spec} '
+            f'--config.data.data_dir={self._data_dir}')
 
   def prepare(self, download: bool = False) -> dict:
     """Checks the dataset is prepared (or, with download=True, downloads and prepares it); returns its splits."""

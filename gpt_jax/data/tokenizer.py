@@ -83,7 +83,7 @@ class SentencePieceTokenizer:
 Tokenizer = ByteTokenizer | SentencePieceTokenizer
 
 
-_TRAIN_HINT = ('train one with `python -m gpt_jax.data train-tokenizer --source=stdlib --vocab_size=8192` and pass '
+_TRAIN_HINT = ('train one with `python -m gpt_jax.data train-tokenizer --config.data.source=stdlib --vocab_size=8192` and pass '
                'the path it prints, or use data.tokenizer=\'byte\'')
 
 
@@ -147,7 +147,7 @@ def train(documents: Iterable[str], path: str, vocab_size: int, model_type: str 
     if total >= sample_chars:
       break
   if not sentences:
-    raise ConfigError('the tokenizer source holds no text: check --source (and --text_field for JSONL).')
+    raise ConfigError('the tokenizer source holds no text: check --config.data.source (and --config.data.text_field for JSONL).')
   model = io.BytesIO()
   try:
     spm.SentencePieceTrainer.train(
