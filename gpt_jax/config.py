@@ -324,3 +324,22 @@ def describe(config: ml_collections.ConfigDict) -> str:
       comment = comments.get(f'{section}.{name}')
       lines.append(f'{section}.{name} = {value!r}' + (f'  # {comment}' if comment else ''))
   return '\n'.join(lines)
+
+
+def smoke_size(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The same architecture (layers, width, heads, attention, dtypes) as a run of a few steps that fits any
+  machine: the byte tokenizer's vocabulary when data.tokenizer is 'byte', context at most 256, 8-row batches
+  without accumulation or ramp, 4 steps with evaluation and checkpoints, a schedule that follows the run."""
+  c = config.copy_and_resolve_references()
+  m, t, o = c.model, c.train, c.optim
+  if c.data.tokenizer == 'byte':
+    m.vocab_size = 258
+  m.context = min(m.context, 256)
+  m.local_window = min(m.local_window, m.context)
+  t.batch_tokens = 8 * m.context
+  t.microbatches = 1
+  t.total_tokens = 4 * t.batch_tokens
+  t.log_every, t.eval_every, t.eval_batches, t.sample_tokens = 1, 2, 1, 32
+  o.warmup_tokens, o.decay_tokens, o.ramp_start_tokens, o.ramp_tokens = None, None, 0, 0
+  c.checkpoint.every_steps = 2
+  return validate(c)

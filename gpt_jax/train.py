@@ -21,6 +21,7 @@ from absl import flags
 
 from gpt_jax import checkpoint as ckpt
 from gpt_jax import cli
+from gpt_jax import config as gcfg
 from gpt_jax import flops
 from gpt_jax import loop
 from gpt_jax import losses
@@ -32,6 +33,8 @@ from gpt_jax.data import pipeline
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and TensorBoard logs.')
+flags.DEFINE_bool('smoke', False, 'run the config\'s architecture for 4 short steps (byte vocabulary, context <= 256, '
+                  '8-row batches): checks that a config builds, shards, trains, saves and samples on this machine.')
 
 
 def bytes_per_token(tokenizer, batches) -> float:
@@ -123,6 +126,8 @@ def main(argv):
   if os.path.exists(FLAGS.workdir) and not os.path.isdir(FLAGS.workdir):
     raise ConfigError(f'--workdir={FLAGS.workdir} is a file, not a directory: pass a new or existing run directory.')
   config = cli.config_from_flags()
+  if FLAGS.smoke:
+    config = gcfg.smoke_size(config)
   os.makedirs(FLAGS.workdir, exist_ok=True)
   task = build_task(config)
   mesh = gs.make_mesh(config.mesh)

@@ -173,3 +173,15 @@ def test_token_counts_accept_scientific_notation_on_the_command_line():
   assert cli._integral_token_count('--config.train.total_tokens=2.5e9') == '--config.train.total_tokens=2500000000'
   assert cli._integral_token_count('--config.optim.peak_lr=1e3') == '--config.optim.peak_lr=1e3'
   assert cli._integral_token_count('--config.train.total_tokens=1.5') == '--config.train.total_tokens=1.5'
+
+
+@pytest.mark.parametrize('spec', _all_specs())
+def test_smoke_size_keeps_the_architecture_and_fits_any_machine(spec):
+  config = gcfg.load_config_file(spec)
+  smoke = gcfg.smoke_size(config)
+  for field in ('n_layers', 'd_model', 'n_heads', 'd_head', 'd_ff', 'attention', 'ln_placement', 'dtype'):
+    assert smoke.model[field] == config.model[field]
+  assert smoke.model.context <= 256 and smoke.train.total_tokens == 4 * smoke.train.batch_tokens
+  assert smoke.optim.decay_tokens == smoke.train.total_tokens and config.train.total_tokens >= smoke.train.total_tokens
+  if config.data.tokenizer == 'byte':
+    assert smoke.model.vocab_size == 258
