@@ -1,9 +1,9 @@
 """The command-line face shared by every entry point (train, sample, eval, and the fine-tuning stages).
 
-One place for: the --config flag and its --config.<field> overrides (loaded and validated once), the multi-host
-flags and jax.distributed initialisation, the model-loading flags of inference commands (--workdir / --init /
---mesh), and the rule that a bad flag, config field, file or mesh ends the program with one sentence on stderr
-and exit status 2, never a traceback.
+One place for: the --config flag and its --config.<field> overrides (loaded and validated once, printed with
+--print_config), the multi-host flags and jax.distributed initialisation, the model-loading flags of inference
+commands (--workdir / --init / --mesh), and the rule that a bad flag, config field, file or mesh ends the program
+with one sentence on stderr and exit status 2, never a traceback.
 
     def main(argv): config = cli.config_from_flags(); ...
     if __name__ == '__main__': cli.run_main(main, 'configs/tiny.py:micro')
@@ -31,8 +31,8 @@ _default_spec = None
 def run_main(main, default_spec: str | None = None, commands: tuple[str, ...] = ()) -> None:
   """Runs an absl entry point: defines --config and the multi-host flags, refuses stray positional arguments (all
   but one of `commands`), initialises jax.distributed, then calls main(argv). Bad flags and ConfigErrors end the
-  program with one sentence on stderr and exit status 2. Logging starts at WARNING: orbax logs every checkpoint save and restore
-  at INFO (--verbosity=0 brings it back)."""
+  program with one sentence on stderr and exit status 2; --print_config prints the config and exits. Logging
+  starts at WARNING: orbax logs every checkpoint save and restore at INFO (--verbosity=0 brings it back)."""
   sys.argv = [_integral_token_count(arg) for arg in sys.argv]
   define_config_flag(default_spec)
   _define_distributed_flags()

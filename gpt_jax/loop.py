@@ -210,10 +210,9 @@ def setup(config, task: Task, mesh, checkpointer: ckpt_lib.Checkpointer | None =
   rng_init, rng_train = jax.random.split(jax.random.PRNGKey(config.train.seed))
   if task.init_params is not None:
     params = task.init_params(rng_init, param_sh)  # outside the activation context: restores run no model code
-  else:
-    with gs.activation_context(mesh):
-      params = gm.init_params(task.module, rng_init, shardings=param_sh)
   with gs.activation_context(mesh):
+    if task.init_params is None:
+      params = gm.init_params(task.module, rng_init, shardings=param_sh)
     train_state = jax.jit(functools.partial(init_train_state, p.optimizer), out_shardings=train_sh)(params, rng_train)
   return State(p, params, train_state, 0)
 
