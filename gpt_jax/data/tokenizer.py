@@ -1,7 +1,8 @@
-"""Tokenizers: the byte-level default and trained sentencepiece models (BPE or unigram, with byte fallback).
+"""Tokenizers: the byte-level default, trained sentencepiece models (BPE or unigram, with byte fallback), and
+Hugging Face GPT-2 BPE tokenizers (data.tokenizer='hf:<dir>').
 
 `load(config.data)` is what training, sampling and evaluation call; `train(...)` fits a sentencepiece model on a
-bounded sample of documents. Both tokenizers share one interface: encode / decode / encode_batch, vocab_size,
+bounded sample of documents. All three share one interface: encode / decode / encode_batch, vocab_size,
 eot_id, pad_id and checksum (recorded in each run's metadata so a run can always find the tokenizer it used).
 Decoding drops the special ids (end-of-text, pad) and ids outside the vocabulary, so sampled ids always decode.
 """
@@ -80,7 +81,48 @@ class SentencePieceTokenizer:
     return self._sp.decode([i for i in map(int, ids) if 0 <= i < self.vocab_size and i not in self._special])
 
 
-Tokenizer = ByteTokenizer | SentencePieceTokenizer
+class HFTokenizer:
+  """A Hugging Face byte-level BPE (GPT-2's) through the `tokenizers` library, from a directory's tokenizer.json or
+  vocab.json + merges.txt: data.tokenizer='hf:<dir>'. End-of-text is GPT-2's <|endoftext|> (typed in text, it
+  encodes to that one id, as GPT2TokenizerFast does). GPT-2 has no pad token: pad is the first id past the
+  vocabulary, one of the model's padding rows, which it never predicts."""
+
+  def __init__(self, directory: str):
+    import tokenizers
+    json_path = os.path.join(directory, 'tokenizer.json')
+    if os.path.isfile(json_path):
+      self._tok = tokenizers.Tokenizer.from_file(json_path)
+      with open(json_path, 'rb') as f:
+        digest = hashlib.sha256(f.read())
+    else:
+      vocab, merges = os.path.join(directory, 'vocab.json'), os.path.join(directory, 'merges.txt')
+      self._tok = tokenizers.Tokenizer(tokenizers.models.BPE.from_file(vocab, merges))
+      self._tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+      self._tok.decoder = tokenizers.decoders.ByteLevel()
+      self._tok.add_special_tokens([EOT_PIECE])
+      digest = hashlib.sha256()
+      for path in (vocab, merges):
+        with open(path, 'rb') as f:
+          digest.update(f.read())
+    self.path = directory
+    self.eot_id = self._tok.token_to_id(EOT_PIECE)
+    if self.eot_id is None:
+      raise ValueError(f'it has no {EOT_PIECE} token')
+    self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+    self.pad_id = self.vocab_size
+    self.checksum = digest.hexdigest()
+
+  def encode(self, text: str) -> list[int]:
+    return self._tok.encode(text, add_special_tokens=False).ids
+
+  def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+    return [np.asarray(e.ids, np.int64) for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
+  def decode(self, ids: Iterable[int]) -> str:
+    return self._tok.decode([i for i in map(int, ids) if 0 <= i < self.vocab_size and i != self.eot_id])
+
+
+Tokenizer = ByteTokenizer | SentencePieceTokenizer | HFTokenizer
 
 
 _TRAIN_HINT = ('train one with `python -m gpt_jax.data train-tokenizer --config.data.source=stdlib --vocab_size=8192` and pass '
@@ -88,10 +130,12 @@ _TRAIN_HINT = ('train one with `python -m gpt_jax.data train-tokenizer --config.
 
 
 def load(data_config) -> Tokenizer:
-  """The tokenizer named by data.tokenizer: 'byte' or the path of a sentencepiece .model file."""
+  """The tokenizer named by data.tokenizer: 'byte', 'hf:<dir>', or the path of a sentencepiece .model file."""
   name = data_config.tokenizer
   if name == 'byte':
     return ByteTokenizer()
+  if str(name).startswith('hf:'):
+    return _load_hf(name)
   path = os.path.expanduser(str(name))
   if not os.path.isfile(path):
     raise ConfigError(f'data.tokenizer={name!r} does not exist: {_TRAIN_HINT}.')
@@ -106,6 +150,17 @@ def load(data_config) -> Tokenizer:
     raise ConfigError(f'data.tokenizer={name!r} has no {EOT_PIECE} and {PAD_PIECE} pieces, so it was not trained '
                       f'by gpt_jax: {_TRAIN_HINT}.')
   return tokenizer
+
+
+def _load_hf(name: str) -> HFTokenizer:
+  directory = os.path.expanduser(name[len('hf:'):])
+  if not any(os.path.isfile(os.path.join(directory, f)) for f in ('tokenizer.json', 'vocab.json')):
+    raise ConfigError(f'data.tokenizer={name!r}: {directory} has neither tokenizer.json nor vocab.json + merges.txt: '
+                      f'pass the directory of a Hugging Face GPT-2 tokenizer (saved with save_pretrained).')
+  try:
+    return HFTokenizer(directory)
+  except Exception as e:  # noqa: BLE001 -- tokenizers raises its own exception types for unreadable files
+    raise ConfigError(f'data.tokenizer={name!r} is not a readable GPT-2 tokenizer ({_first_line(e)}).') from None
 
 
 def _first_line(e: Exception) -> str:

@@ -1,0 +1,60 @@
+"""The Hugging Face GPT-2 command line.
+
+    python -m gpt_jax.hf import --hf_dir=path/to/gpt2 --workdir=runs/gpt2
+    python -m gpt_jax.hf export --workdir=runs/x --out=path/to/hf_dir [--mesh=-1,1,1]
+
+`import` writes a params export (params, config.json, step 0) that sampling, evaluation, training and
+fine-tuning (`--config.train.init_from`) read like any other run. `export` writes config.json, model.safetensors
+and the tokenizer files that transformers' GPT2LMHeadModel / GPT2TokenizerFast load offline.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+from absl import flags
+
+from gpt_jax import checkpoint as ckpt
+from gpt_jax import cli
+from gpt_jax import hf
+from gpt_jax.config import ConfigError
+
+flags.DEFINE_string('hf_dir', None, 'import: a local Hugging Face GPT-2 directory (config.json, model.safetensors).')
+flags.DEFINE_string('out', None, 'export: the directory to write the Hugging Face checkpoint to (new or empty).')
+
+
+def _new_directory(flag: str, path: str | None) -> str:
+  if not path:
+    raise ConfigError(f'--{flag} is required: the directory to write to.')
+  if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+    raise ConfigError(f'--{flag}={path} already exists and is not an empty directory: choose a new path.')
+  return path
+
+
+def main(argv):
+  f = flags.FLAGS
+  if len(argv) != 2:
+    raise ConfigError('name a command: python -m gpt_jax.hf import --hf_dir=... --workdir=... or export '
+                      '--workdir=... --out=....')
+  if argv[1] == 'import':
+    if not f.hf_dir:
+      raise ConfigError('--hf_dir is required: a local Hugging Face GPT-2 directory.')
+    workdir = _new_directory('workdir', f.workdir)
+    config, params = hf.load_gpt2(f.hf_dir)
+    path = ckpt.export_params(workdir, params, 0, config)
+    if jax.process_index() == 0:
+      print(f'imported {f.hf_dir} ({config.model.n_layers} layers, d_model {config.model.d_model}) to {path}')
+  else:
+    out = _new_directory('out', f.out)
+    config, _, params, step, _ = cli.load_model(cli.config_from_flags(), f.workdir, 'checkpoint', 0, f.mesh)
+    hf.check_expressible(config)
+    if jax.process_index() == 0:
+      hf.save_gpt2(config, jax.device_get(params), out)
+      print(f'exported step {step} of {f.workdir} to {out}')
+  return 0
+
+
+if __name__ == '__main__':
+  cli.define_model_flags(random_init=False)
+  cli.run_main(main, commands=('import', 'export'))
