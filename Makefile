@@ -10,7 +10,7 @@ $(RUNTIME): requirements.txt constraints.txt
 	$(VENV)/bin/pip install -q -r requirements.txt -c constraints.txt
 	touch $(RUNTIME)
 
-$(DEV): $(RUNTIME) requirements-dev.txt
+$(DEV): $(RUNTIME) requirements-dev.txt requirements-lmeval.txt
 	$(VENV)/bin/pip install -q -r requirements-dev.txt -c constraints.txt
 	touch $(DEV)
 

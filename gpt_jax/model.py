@@ -315,7 +315,9 @@ class Transformer(nn.Module):
     # Gathering rows from a vocab/FSDP-sharded table makes the partitioner replicate it anyway; doing so explicitly
     # (the same all-gather FSDP does for every matmul) avoids its slow fallback. Likewise for the position table.
     table = _constrain(self.wte.embedding, (None, None))
-    x = (jnp.take(table, tokens, axis=0).astype(cfg.dtype)
+    # mode='clip': an id past the table (a tokenizer's pad id beyond the decoding layout's trimmed vocabulary) reads
+    # a real row instead of NaN; such positions are padding, masked out of attention and never scored.
+    x = (jnp.take(table, tokens, axis=0, mode='clip').astype(cfg.dtype)
          + jnp.take(_constrain(self.wpe, (None, None)), positions, axis=0).astype(cfg.dtype))
     x = _constrain(self.drop(x), ('act_batch', 'act_length', 'act_embed'))
     windows = cfg.layer_windows()

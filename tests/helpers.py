@@ -37,3 +37,33 @@ def load_lm(path, mesh=None):
                                 mesh or gs.single_device_mesh())
   params, step = ckpt_lib.load_for_inference(str(path), abstract)
   return config, params, step
+
+
+TEXT = ('def main(argv):\n    return 0  # naïve café ✓, 1234 + 5678 = 6912\n'
+        'The quick brown fox jumps over the lazy dog. ') * 40
+
+
+def tiny_gpt2(path: str) -> str:
+  """Saves to path a tiny transformers GPT-2 with every weight random (biases and LayerNorm gains too) and a
+  byte-level BPE tokenizer of about 300 tokens trained on TEXT; returns path."""
+  import os
+  import torch
+  from tokenizers import ByteLevelBPETokenizer
+  from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+  bpe = ByteLevelBPETokenizer()
+  bpe.train_from_iterator([TEXT], vocab_size=300, special_tokens=['<|endoftext|>'], show_progress=False)
+  bpe.save_model(path)  # vocab.json and merges.txt
+  bpe.save(os.path.join(path, 'tokenizer.json'))
+  tokenizer = GPT2TokenizerFast(tokenizer_file=os.path.join(path, 'tokenizer.json'))
+  tokenizer.save_pretrained(path)
+  assert len(tokenizer) > 250
+  torch.manual_seed(0)
+  eot = tokenizer.convert_tokens_to_ids('<|endoftext|>')
+  model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, n_positions=64, vocab_size=len(tokenizer),
+                                     bos_token_id=eot, eos_token_id=eot))
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      gain = name.endswith(('ln_1.weight', 'ln_2.weight', 'ln_f.weight'))
+      p.copy_((1.0 if gain else 0.0) + 0.2 * torch.randn_like(p))
+  model.save_pretrained(path)
+  return path

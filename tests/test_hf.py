@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors import numpy as st
-from tokenizers import ByteLevelBPETokenizer
-from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+from transformers import GPT2LMHeadModel, GPT2TokenizerFast
 
 from gpt_jax import hf
 from gpt_jax import model as gm
@@ -20,34 +19,14 @@ from gpt_jax import sample
 from gpt_jax import sharding as gs
 from gpt_jax.config import ConfigError
 from gpt_jax.data import tokenizer as tok_lib
-from tests.helpers import load_lm
+from tests.helpers import TEXT, load_lm, tiny_gpt2
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TEXT = ('def main(argv):\n    return 0  # naïve café ✓, 1234 + 5678 = 6912\n'
-        'The quick brown fox jumps over the lazy dog. ') * 40
 
 
 @pytest.fixture(scope='module')
 def hf_dir(tmp_path_factory):
-  """A tiny GPT-2 with every weight random (biases and LayerNorm gains too) and a 300-token byte-level BPE."""
-  path = str(tmp_path_factory.mktemp('gpt2'))
-  bpe = ByteLevelBPETokenizer()
-  bpe.train_from_iterator([TEXT], vocab_size=300, special_tokens=['<|endoftext|>'], show_progress=False)
-  bpe.save_model(path)  # vocab.json and merges.txt
-  bpe.save(os.path.join(path, 'tokenizer.json'))
-  tokenizer = GPT2TokenizerFast(tokenizer_file=os.path.join(path, 'tokenizer.json'))
-  tokenizer.save_pretrained(path)
-  assert len(tokenizer) > 250
-  torch.manual_seed(0)
-  eot = tokenizer.convert_tokens_to_ids('<|endoftext|>')
-  model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, n_positions=64, vocab_size=len(tokenizer),
-                                     bos_token_id=eot, eos_token_id=eot))
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      p.copy_((1.0 if name.endswith('ln_1.weight') or 'ln_2.weight' in name or 'ln_f.weight' in name else 0.0)
-              + 0.2 * torch.randn_like(p))
-  model.save_pretrained(path)
-  return path
+  return tiny_gpt2(str(tmp_path_factory.mktemp('gpt2')))
 
 
 @pytest.fixture(scope='module')

@@ -241,3 +241,14 @@ def test_cache_longer_than_context_is_refused():
   cfg = tiny_config()
   with pytest.raises(ValueError, match='model.context'):
     decoding.init_cache(cfg.model, 1, cfg.model.context + 1)
+
+
+def test_an_id_past_the_embedding_table_reads_a_real_row_not_nan():
+  cfg = tiny_config()
+  module = gm.GPTLM(cfg.model)
+  params = gm.init_params(module, jax.random.key(0))
+  # A pad id one past a trimmed table (the sampler's decoding layout) at a position nothing attends to.
+  tokens = jnp.array([[1, 2, 3, cfg.model.padded_vocab_size + 5]])
+  logits = module.apply({'params': params}, tokens)
+  assert np.isfinite(np.asarray(logits[0, :3])).all()
+  np.testing.assert_allclose(logits[0, :3], module.apply({'params': params}, tokens[:, :3])[0], atol=1e-5)
