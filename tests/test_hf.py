@@ -86,6 +86,7 @@ def test_export_loads_in_transformers_and_import_export_is_bit_exact(hf_dir, ref
   config, params = hf.load_gpt2(hf_dir)
   out = hf.save_gpt2(config, params, str(tmp_path / 'out'))
   reloaded = GPT2LMHeadModel.from_pretrained(out).eval()
+  assert reloaded.config.eos_token_id == GPT2LMHeadModel.from_pretrained(hf_dir).config.eos_token_id
   with torch.no_grad():
     np.testing.assert_allclose(reloaded(torch.as_tensor(tokens)).logits.numpy(), want, atol=1e-5)
   original = st.load_file(os.path.join(hf_dir, hf.WEIGHTS))

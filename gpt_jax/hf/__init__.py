@@ -23,6 +23,7 @@ from safetensors import numpy as st
 
 from gpt_jax import config as gcfg
 from gpt_jax.config import ConfigError
+from gpt_jax.data import tokenizer as tok_lib
 
 WEIGHTS = 'model.safetensors'
 TOKENIZER_FILES = ('tokenizer.json', 'vocab.json', 'merges.txt', 'tokenizer_config.json', 'special_tokens_map.json')
@@ -192,14 +193,15 @@ def _index(tree, i: int):
 
 
 def hf_config(config) -> dict:
-  """GPT2Config fields for config.model."""
+  """GPT2Config fields for config.model; end-of-text is the hf: tokenizer's, else GPT-2's last-id convention."""
   m = config.model
+  eot = (tok_lib.load(config.data).eot_id if str(config.data.tokenizer).startswith('hf:') else m.vocab_size - 1)
   return {'model_type': 'gpt2', 'architectures': ['GPT2LMHeadModel'], 'vocab_size': m.vocab_size,
           'n_positions': m.context, 'n_embd': m.d_model, 'n_layer': m.n_layers, 'n_head': m.n_heads,
           'n_inner': m.d_ff, 'activation_function': 'gelu_new', 'layer_norm_epsilon': m.ln_eps,
           'initializer_range': m.init_std, 'resid_pdrop': m.dropout_resid, 'embd_pdrop': m.dropout_embed,
           'attn_pdrop': m.dropout_attn, 'scale_attn_weights': True, 'tie_word_embeddings': True,
-          'bos_token_id': m.vocab_size - 1, 'eos_token_id': m.vocab_size - 1}
+          'bos_token_id': eot, 'eos_token_id': eot}
 
 
 def save_gpt2(config, params, out_dir: str) -> str:
