@@ -114,26 +114,21 @@ def _choice(config, path: str, allowed):
     _fail(f'{path}={value!r} is not valid: use one of {", ".join(map(repr, allowed))}.')
 
 
-def _number(config, path: str, *, low=None, high=None, low_open=False, high_open=False, integer=False,
-            hint: str = ''):
-  """Fails unless config[path] is a number (an integer when asked) within the bounds (open or closed)."""
+def _number(config, path: str, *, low, high=None, low_open=False, high_open=False, integer=False, hint: str = ''):
+  """Fails unless config[path] is a number (an integer when asked) from low up to high (open or closed ends)."""
   section, name = path.split('.')
   value = config[section][name]
-  kind = int if integer else (int, float)
-  typed = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
-  ok = typed and (low is None or (value > low if low_open else value >= low))
+  typed = (isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+           and math.isfinite(value))
+  ok = typed and (value > low if low_open else value >= low)
   ok = ok and (high is None or (value < high if high_open else value <= high))
   if not ok:
-    left = '' if low is None else ('(' if low_open else '[') + f'{low}, '
-    right = '' if high is None else f'{high}' + (')' if high_open else ']')
     if high is None:
       bound = f'{"greater than" if low_open else "at least"} {low}'
-    elif low is None:
-      bound = f'{"below" if high_open else "at most"} {high}'
     else:
-      bound = f'in {left}{right}'
-    kind_text = '' if typed else ('an integer ' if integer else 'a number ')
-    _fail(f'{path}={value!r} must be {kind_text}{bound}{hint}.')
+      bound = f'in {"(" if low_open else "["}{low}, {high}{")" if high_open else "]"}'
+    kind = '' if typed else ('an integer ' if integer else 'a number ')
+    _fail(f'{path}={value!r} must be {kind}{bound}{hint}.')
 
 
 def _flag(config, path: str):
