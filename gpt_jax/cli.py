@@ -38,6 +38,7 @@ def run_main(main, default_spec: str | None = None, commands: tuple[str, ...] = 
   _define_distributed_flags()
   flags.DEFINE_bool('print_config', False, 'print every config field with its value and meaning (the --config '
                     'file with its overrides, or the --workdir run\'s own config.json), then exit.')
+  _list_in_help('config', 'print_config', 'coordinator_address', 'num_processes', 'process_id')
 
   def guarded(argv):
     if not flags.FLAGS['verbosity'].present:
@@ -59,6 +60,12 @@ def run_main(main, default_spec: str | None = None, commands: tuple[str, ...] = 
       print('interrupted (Ctrl-C).', file=sys.stderr)
       return 130
   app.run(guarded, flags_parser=_flags_parser)
+
+
+def _list_in_help(*names: str) -> None:
+  """absl's --help lists the flags of the command's own module; these shared ones are defined here."""
+  for name in names:
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
 
 
 def _integral_token_count(arg: str) -> str:
@@ -190,6 +197,7 @@ def define_model_flags(random_init: bool = True) -> None:
     flags.DEFINE_integer('seed', 0, 'init seed with --init=random (and the sampling seed of gpt_jax.sample).')
   flags.DEFINE_string('mesh', None, 'data,fsdp,tensor sizes of the device mesh, one may be -1 (default: the '
                       'config\'s mesh section), e.g. --mesh=-1,1,1 for data parallelism over all devices.')
+  _list_in_help('workdir', 'mesh', *(('init', 'seed') if random_init else ()))
 
 
 def inference_mesh(config, spec: str | None):

@@ -82,3 +82,6 @@ def test_print_config_lists_every_field_with_its_meaning(tmp_path):
   from gpt_jax import config as gcfg
   fields = sum(len(section) for section in gcfg.default_config().values())
   assert len(lines) == fields and all('  # ' in line for line in lines)
+  help_text = subprocess.run([sys.executable, '-m', 'gpt_jax.sample', '--help'], capture_output=True, text=True,
+                             timeout=120, cwd=REPO).stdout
+  assert all(f'--{name}' in help_text for name in ('print_config', 'config', 'workdir', 'mesh', 'prompt'))
