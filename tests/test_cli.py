@@ -84,4 +84,5 @@ def test_print_config_lists_every_field_with_its_meaning(tmp_path):
   assert len(lines) == fields and all('  # ' in line for line in lines)
   help_text = subprocess.run([sys.executable, '-m', 'gpt_jax.sample', '--help'], capture_output=True, text=True,
                              timeout=120, cwd=REPO).stdout
-  assert all(f'--{name}' in help_text for name in ('print_config', 'config', 'workdir', 'mesh', 'prompt'))
+  assert '--[no]print_config' in help_text
+  assert all(f'--{name}:' in help_text for name in ('config', 'workdir', 'mesh', 'prompt'))
