@@ -188,14 +188,18 @@ def load_for_inference(path: str, abstract_params, item: str = 'params'):
 
 
 def restore_newest(manager, expected: dict, refuse, *, quarantine: bool, extra: dict | None = None):
-  """(restored items, step) of the newest step in manager that restores, or None when no step does.
+  """(restored items, step) of the newest step in manager that restores, or None when there is no step.
 
   expected: {item: abstract tree} restored with StandardRestore (plus `extra` restore args as they are). Before
   each step is read, its stored paths and shapes are compared with expected; a difference calls
-  refuse(step, reason), which raises. A step that fits but fails to restore is corrupt: it is logged and, with
-  quarantine (training's own workdir), moved aside to <step>.corrupt-<time>; the step before it is tried next.
+  refuse(step, reason), which raises. A step that fits but fails to restore counts as corrupt only once an older
+  step restores: then, with quarantine (training's own workdir), the newer ones are moved aside to
+  <step>.corrupt-<time>, their details in <step>.corrupt-<time>.log. When steps exist and none restores (out of
+  memory, an unreachable filesystem), nothing is moved and a ConfigError says so: a run never restarts from step 0
+  over checkpoints it could not read.
   """
   args = {name: ocp.args.StandardRestore(tree) for name, tree in expected.items()} | (extra or {})
+  failed = []  # (step, details) of newer steps that did not restore
   for step in sorted(manager.all_steps(), reverse=True):
     if mismatch := _stored_difference(manager, step, expected):
       refuse(step, mismatch)
@@ -214,21 +218,32 @@ def restore_newest(manager, expected: dict, refuse, *, quarantine: bool, extra: 
         gc.collect()
     if restored is not None:
       sys.stderr.write(captured.getvalue())  # whatever a good restore printed is the user's to see
+      _set_aside(manager, failed, quarantine)
       return restored, step
     first_line = message.splitlines()[0].split(' See full')[0][:300]
     if any(marker in message for marker in _MISMATCH_MARKERS):
       refuse(step, first_line)  # readable but shaped differently: not corrupt
+    failed.append((step, first_line, details + '\n' + captured.getvalue()))
+  if failed:
+    raise gcfg.ConfigError(
+        f'no checkpoint in {manager.directory} could be restored (step {failed[0][0]}: {failed[0][1]}); nothing was '
+        f'moved: check memory and the filesystem and rerun, or, if they are corrupt, move them away yourself.')
+  return None
+
+
+def _set_aside(manager, failed: list, quarantine: bool) -> None:
+  """Reports (and, with quarantine, moves aside) the newer steps that failed where an older one restored."""
+  for step, first_line, text in failed:
     corrupt = manager.directory / f'{step}.corrupt-{int(time.time())}'
-    log = _write_log(f'{corrupt}.log' if quarantine else None, step, manager.directory, details + '\n' +
-                     captured.getvalue())
-    logging.warning('checkpoint step %d in %s cannot be restored (%s); using the one before it (details: %s).',
+    log = _write_log(epath.Path(f'{corrupt}.log') if quarantine else None, step, manager.directory, text)
+    logging.warning('checkpoint step %d in %s cannot be restored (%s); used the one before it (details: %s).',
                     step, manager.directory, first_line, log)
     if quarantine:
       if jax.process_index() == 0:
         (manager.directory / str(step)).rename(corrupt)
       multihost_utils.sync_global_devices(f'quarantined checkpoint {step}')
-      manager.reload()
-  return None
+  if failed and quarantine:
+    manager.reload()
 
 
 @contextlib.contextmanager
@@ -249,11 +264,12 @@ def _stderr_to(buffer: io.StringIO):
       buffer.write(captured.read().decode('utf-8', 'replace'))
 
 
-def _write_log(path: str | None, step: int, directory, text: str) -> str:
-  """Writes a failed restore's details to path (default: a temporary file); returns the path."""
+def _write_log(path, step: int, directory, text: str) -> str:
+  """Writes a failed restore's details to path (process 0; default: a local temporary file); returns the path."""
   if path is None:
     handle, path = tempfile.mkstemp(prefix=f'gpt_jax-restore-step{step}-', suffix='.log')
     os.close(handle)
-  with open(path, 'w', encoding='utf-8') as f:
-    f.write(f'checkpoint step {step} in {directory} could not be restored\n\n{text}')
+    path = epath.Path(path)
+  if jax.process_index() == 0:
+    path.write_text(f'checkpoint step {step} in {directory} could not be restored\n\n{text}')
   return str(path)

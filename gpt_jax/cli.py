@@ -122,8 +122,10 @@ def config_from_flags() -> ml_collections.ConfigDict | None:
 
 def warn_about_platform(config) -> None:
   """A line on stderr when the config asks for something this host's devices do not do."""
+  if config.model.attention_impl != 'cudnn':
+    return  # and the backend stays untouched (the data command never starts it)
   platform = jax.devices()[0].platform
-  if config.model.attention_impl == 'cudnn' and platform != 'gpu' and jax.process_index() == 0:
+  if platform != 'gpu' and jax.process_index() == 0:
     print(f"warning: model.attention_impl='cudnn' runs on NVIDIA GPUs only; on {platform} "
           f"jax.nn.dot_product_attention uses its XLA implementation.", file=sys.stderr, flush=True)
 

@@ -174,6 +174,10 @@ def plan(config, task: Task, mesh) -> Plan:
   t_cfg = config.train
   quantum = gs.batch_shards(mesh) * t_cfg.microbatches
   rows = t_cfg.batch_tokens // task.tokens_per_row
+  if rows < 1 or t_cfg.batch_tokens % task.tokens_per_row:
+    raise gcfg.ConfigError(
+        f'train.batch_tokens={t_cfg.batch_tokens} is not a whole number of this task\'s {task.tokens_per_row}-token '
+        f'rows: make it a positive multiple of {task.tokens_per_row}.')
   if rows % quantum:
     raise gcfg.ConfigError(
         f'train.batch_tokens={t_cfg.batch_tokens} is {rows} sequences, not a multiple of the {gs.batch_shards(mesh)} '
@@ -196,10 +200,11 @@ def plan(config, task: Task, mesh) -> Plan:
               quantum)
 
 
-def setup(config, task: Task, mesh, checkpointer: ckpt_lib.Checkpointer | None = None) -> State:
-  """plan() plus the state: restored from checkpointer's newest good step (the data stream moved to its
-  position), else initialised sharded from config.train.seed (or task.init_params)."""
-  p = plan(config, task, mesh)
+def setup(config, task: Task, mesh, checkpointer: ckpt_lib.Checkpointer | None = None,
+          p: Plan | None = None) -> State:
+  """plan() (or the given one) plus the state: restored from checkpointer's newest good step (the data stream moved
+  to its position), else initialised sharded from config.train.seed (or task.init_params)."""
+  p = p or plan(config, task, mesh)
   restored = checkpointer.restore_latest(p.abstract_params, p.abstract_train) if checkpointer else None
   if restored is not None:
     params, train_state, data_state, start_step = restored
@@ -251,9 +256,10 @@ def train(config, workdir: str, task: Task, mesh=None, run_record: dict | None =
   """Trains until config.train.total_tokens, resuming from <workdir>/checkpoints. The run's config.json (and
   run.json with run_record) are written only once the restore, if any, has accepted this config."""
   mesh = mesh or gs.make_mesh(config.mesh)
+  p = plan(config, task, mesh)  # refuses a bad batch before anything exists in the workdir
   checkpointer = ckpt_lib.Checkpointer(workdir, config.checkpoint)
   try:
-    state = setup(config, task, mesh, checkpointer)
+    state = setup(config, task, mesh, checkpointer, p)
     ckpt_lib.save_config(workdir, config, run_record)
     writer = metrics_lib.MetricWriter(workdir, config.train.total_tokens, config, config.train.wandb,
                                       resume_step=state.start_step)
@@ -274,6 +280,9 @@ def run(config, task: Task, state: State, checkpointer: ckpt_lib.Checkpointer, w
   _announce(config, p, state, checkpointer, writer)
   tokens = int(jax.device_get(train_state['sequences'])) * task.tokens_per_row
   meter, last, evaluated = _Meter(task), {}, None
+  if tokens >= t_cfg.total_tokens:
+    writer.text(step, 'finished', f'the run already finished at step {step}: raise train.total_tokens to go on.')
+    return Result(params, {}, 'finished')
   preemption = _Preemption()
   try:
     with gs.activation_context(p.mesh):

@@ -76,4 +76,4 @@ def schedule_warning(config) -> str | None:
     return None
   end = float(learning_rate(o, total)) / o.peak_lr
   return (f'optim.decay_tokens={o.decay_tokens:,} is beyond train.total_tokens={total:,}: the run ends at '
-          f'{100 * end:.0f}% of optim.peak_lr; pass --config.optim.decay_tokens=None to decay over the run.')
+          f'{100 * end:.0f}% of optim.peak_lr; pass --config.optim.decay_tokens={total} to decay over the run.')

@@ -10,6 +10,7 @@ JAX_PROCESS_ID) or from --coordinator_address / --num_processes / --process_id.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import math
 import os
 import subprocess
@@ -119,6 +120,14 @@ def sample_text(config, params, tokenizer, n_tokens: int, mesh) -> str:
   return tokenizer.decode(out[0].tokens)
 
 
+def _refuse_a_real_run(workdir: str, smoke_config) -> None:
+  """--smoke resumes only smoke runs: a smoke config can have the same shapes as the run in workdir."""
+  path = os.path.join(workdir, ckpt.CONFIG_FILE)
+  if os.path.isfile(path) and json.loads(open(path, encoding='utf-8').read()) != json.loads(smoke_config.to_json()):
+    raise ConfigError(f'--workdir={workdir} holds a run with another config; --smoke needs a new --workdir '
+                      f'(e.g. {workdir.rstrip("/")}-smoke).')
+
+
 def main(argv):
   del argv
   if not FLAGS.workdir:
@@ -128,7 +137,7 @@ def main(argv):
   config = cli.config_from_flags()
   if FLAGS.smoke:
     config = gcfg.smoke_size(config)
-  os.makedirs(FLAGS.workdir, exist_ok=True)
+    _refuse_a_real_run(FLAGS.workdir, config)
   task = build_task(config)
   mesh = gs.make_mesh(config.mesh)
   try:
@@ -136,7 +145,9 @@ def main(argv):
   except loop.TrainingStopped as error:
     print(f'error: {error}', file=sys.stderr)
     return 2
-  if result.stopped == 'finished' and config.train.sample_tokens:
+  if result.stopped == 'interrupted':
+    return 130  # the shell's code for Ctrl-C; the checkpoint is saved
+  if result.stopped == 'finished' and result.metrics and config.train.sample_tokens:
     text = sample_text(config, result.params, task.train_stream.tokenizer, config.train.sample_tokens, mesh)
     if jax.process_index() == 0:
       print('--- sample ---\n' + text, flush=True)

@@ -144,7 +144,9 @@ def test_command_line_import_then_export(hf_dir, reference, tmp_path):
   result = _run('import', f'--hf_dir={hf_dir}', f'--workdir={tmp_path / "run"}')
   assert result.returncode == 0, result.stderr[-2000:]
   config, params, step = load_lm(tmp_path / 'run')
-  assert step == 0 and config.data.tokenizer == f'hf:{hf_dir}'
+  # The run keeps its own copy of the tokenizer.
+  assert step == 0 and config.data.tokenizer == f'hf:{tmp_path / "run" / "tokenizer"}'
+  assert os.path.isfile(tmp_path / 'run' / 'tokenizer' / 'tokenizer.json')
   np.testing.assert_allclose(_logits(config, params, tokens), want, atol=1e-4, rtol=1e-4)
   result = _run('export', f'--workdir={tmp_path / "run"}', f'--out={tmp_path / "hf"}')
   assert result.returncode == 0, result.stderr[-2000:]
@@ -160,8 +162,12 @@ def test_command_line_refuses_what_it_cannot_read_in_one_sentence(hf_dir, tmp_pa
   llama = tmp_path / 'llama'
   llama.mkdir()
   (llama / 'config.json').write_text(json.dumps({'model_type': 'llama'}))
+  no_tokenizer = tmp_path / 'weights_only'
+  no_tokenizer.mkdir()
+  for name in ('config.json', hf.WEIGHTS):
+    (no_tokenizer / name).write_bytes(open(os.path.join(hf_dir, name), 'rb').read())
   cases = [(torch_only, 'PyTorch .bin weights: convert them once'), (llama, "describes a 'llama' model"),
-           (tmp_path / 'nothing', 'is not a directory')]
+           (tmp_path / 'nothing', 'is not a directory'), (no_tokenizer, 'has no tokenizer.json')]
   for path, message in cases:
     result = _run('import', f'--hf_dir={path}', f'--workdir={tmp_path / "w"}')
     errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]

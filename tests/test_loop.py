@@ -394,4 +394,13 @@ def test_a_corrupted_checkpoint_is_reported_in_one_line_with_details_in_a_log(da
   assert [r.getMessage().count('cannot be restored') for r in caplog.records if 'restored' in r.getMessage()] == [1]
   logs = glob.glob(os.path.join(workdir, 'checkpoints', '4.corrupt-*.log'))
   assert len(logs) == 1 and 'Encountered error while reading array' in open(logs[0]).read()
+  # When no step can be read, none is moved and the run does not start over from step 0.
+  for step in ('2', '4'):
+    for path in glob.glob(os.path.join(workdir, 'checkpoints', step, 'params', 'ocdbt.process_0', 'd', '*')):
+      with open(path, 'r+b') as f:
+        f.truncate(10)
+  before = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
+  with pytest.raises(gcfg.ConfigError, match='no checkpoint in .* could be restored .* nothing was moved'):
+    loop.train(config, workdir, train_lib.build_task(config))
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == before
 

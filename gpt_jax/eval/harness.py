@@ -94,11 +94,15 @@ class GptJaxLM(TemplateLM):
       until = [until] if isinstance(until, str) else list(until)
       if eos and eos not in until:
         until.append(eos)
-      temperature = float(kwargs.get('temperature', 0.0)) if kwargs.get('do_sample') else 0.0
+      # lm-eval's defaults: greedy unless do_sample, then temperature 1; top_k / top_p as given.
+      sampled = bool(kwargs.get('do_sample'))
+      max_new = int(kwargs.get('max_gen_toks', kwargs.get('max_new_tokens', 256)))
       samples = sample_lib.generate_text(
           self.sampler, self.tokenizer_, [requests[i].args[0] for i in indices], stop=until,
-          max_new_tokens=int(kwargs.get('max_gen_toks', kwargs.get('max_new_tokens', 256))),
-          rng=jax.random.key(self.seed), temperature=temperature)
+          max_new_tokens=min(max_new, self.max_length - 1), rng=jax.random.key(self.seed),
+          temperature=float(kwargs.get('temperature', 1.0)) if sampled else 0.0,
+          top_k=int(kwargs.get('top_k') or 0) if sampled else 0,
+          top_p=float(kwargs.get('top_p') or 1.0) if sampled else 1.0)
       for i, s in zip(indices, samples):
         out[i] = s.text
     return out
@@ -111,10 +115,10 @@ def main() -> None:
     sys.exit(2)
   from lm_eval.__main__ import cli_evaluate
   args = sys.argv[1:]
-  if args and args[0] not in ('run', 'ls', 'validate') and not args[0].startswith('-'):
-    raise SystemExit(f'error: unexpected argument {args[0]!r}.')
-  sys.argv = ['lm-eval', *(args[:1] if args[:1] == ['run'] else ['run']), '--model', 'gpt_jax',
-              *(args[1:] if args[:1] == ['run'] else args)]
+  if args[:1] in (['ls'], ['validate']):
+    sys.argv = ['lm-eval', *args]  # lm-eval's own subcommands, which take no model
+  else:
+    sys.argv = ['lm-eval', 'run', '--model', 'gpt_jax', *(args[1:] if args[:1] == ['run'] else args)]
   try:
     cli_evaluate()
   except ConfigError as error:

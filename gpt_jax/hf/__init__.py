@@ -57,7 +57,7 @@ def _read_hf_config(hf_dir: str) -> dict:
 
 
 def config_from_hf(hf_dir: str):
-  """The validated gpt_jax config of a Hugging Face GPT-2 directory (its tokenizer too, when the files are there)."""
+  """The validated gpt_jax config of a Hugging Face GPT-2 directory, its tokenizer data.tokenizer='hf:<hf_dir>'."""
   hf = _read_hf_config(hf_dir)
   c = gcfg.default_config()
   m = c.model
@@ -70,8 +70,10 @@ def config_from_hf(hf_dir: str):
   m.local_window = m.context
   c.train.batch_tokens = 8 * m.context
   c.train.total_tokens = max(c.train.total_tokens, c.train.batch_tokens)
-  if any(os.path.isfile(os.path.join(hf_dir, name)) for name in ('tokenizer.json', 'vocab.json')):
-    c.data.tokenizer = f'hf:{os.path.abspath(hf_dir)}'
+  if not any(os.path.isfile(os.path.join(hf_dir, name)) for name in ('tokenizer.json', 'vocab.json')):
+    raise ConfigError(f'{hf_dir} has no tokenizer.json (or vocab.json + merges.txt): copy the tokenizer files into it '
+                      f'(GPT2TokenizerFast.save_pretrained writes them); without them its ids cannot be read.')
+  c.data.tokenizer = f'hf:{os.path.abspath(hf_dir)}'
   return gcfg.validate(c)
 
 
@@ -193,15 +195,26 @@ def _index(tree, i: int):
 
 
 def hf_config(config) -> dict:
-  """GPT2Config fields for config.model; end-of-text is the hf: tokenizer's, else GPT-2's last-id convention."""
+  """GPT2Config fields for config.model; end-of-text is the run's tokenizer's (GPT-2's last id if it is missing)."""
   m = config.model
-  eot = (tok_lib.load(config.data).eot_id if str(config.data.tokenizer).startswith('hf:') else m.vocab_size - 1)
+  try:
+    eot = tok_lib.load(config.data).eot_id
+  except ConfigError:  # a tokenizer file that is not on this machine: GPT-2's convention, the last id
+    eot = m.vocab_size - 1
   return {'model_type': 'gpt2', 'architectures': ['GPT2LMHeadModel'], 'vocab_size': m.vocab_size,
           'n_positions': m.context, 'n_embd': m.d_model, 'n_layer': m.n_layers, 'n_head': m.n_heads,
           'n_inner': m.d_ff, 'activation_function': 'gelu_new', 'layer_norm_epsilon': m.ln_eps,
           'initializer_range': m.init_std, 'resid_pdrop': m.dropout_resid, 'embd_pdrop': m.dropout_embed,
           'attn_pdrop': m.dropout_attn, 'scale_attn_weights': True, 'tie_word_embeddings': True,
           'bos_token_id': eot, 'eos_token_id': eot}
+
+
+def copy_tokenizer(source_dir: str, out_dir: str) -> None:
+  """Copies the Hugging Face tokenizer files of source_dir that exist into out_dir."""
+  os.makedirs(out_dir, exist_ok=True)
+  for name in TOKENIZER_FILES:
+    if os.path.isfile(os.path.join(source_dir, name)):
+      shutil.copyfile(os.path.join(source_dir, name), os.path.join(out_dir, name))
 
 
 def save_gpt2(config, params, out_dir: str) -> str:
@@ -213,8 +226,5 @@ def save_gpt2(config, params, out_dir: str) -> str:
     json.dump(hf_config(config), f, indent=2)
   tokenizer = str(config.data.tokenizer)
   if tokenizer.startswith('hf:'):
-    for name in TOKENIZER_FILES:
-      source = os.path.join(tokenizer[len('hf:'):], name)
-      if os.path.isfile(source):
-        shutil.copyfile(source, os.path.join(out_dir, name))
+    copy_tokenizer(tokenizer[len('hf:'):], out_dir)
   return out_dir
