@@ -187,8 +187,7 @@ def evaluate(task: Task, k: int, *, scorer: Scorer, sampler: sample_lib.Sampler 
   spec = task.spec
   docs = task.test_docs[:limit] if limit is not None else task.test_docs
   max_len, eot = scorer.max_len, tokenizer.eot_id
-  if spec.output_type == 'loglikelihood_rolling' and k:
-    raise TaskError(f'task {spec.task!r}: loglikelihood_rolling scores whole documents; use K=0, not {k}.')
+  check_request(task, k)
   contexts = ([build_context(spec, fewshot_examples(task, i, k, seed), doc) for i, doc in enumerate(docs)]
               if spec.output_type != 'loglikelihood_rolling' else None)
   truncated = 0
