@@ -44,7 +44,9 @@ def run_main(main, default_spec: str | None = None, commands: tuple[str, ...] = 
     if not flags.FLAGS['verbosity'].present:
       logging.set_verbosity(logging.WARNING)
     try:
-      if len(argv) > 1 and not (commands and len(argv) == 2 and argv[1] in commands):
+      if commands and len(argv) == 2 and argv[1] not in commands:
+        raise ConfigError(f'unknown command {argv[1]!r}: use one of {", ".join(commands)}.')
+      if len(argv) > 1 and not (commands and len(argv) == 2):
         raise ConfigError(f'unexpected arguments {" ".join(argv[1:])!r}: every option is a --flag, e.g. '
                           f'--workdir=runs/x or --config.<field>=<value>.')
       f = flags.FLAGS

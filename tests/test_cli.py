@@ -61,6 +61,7 @@ def _one_sentence(args, tmp_path):
      '--batch_tokens=0 must be at least 1'),
     (['gpt_jax.eval', '--make_gpt3_tasks=afile'], '--make_gpt3_tasks=afile is a file, not a directory'),
     (['gpt_jax.eval', '--make_gpt3_tasks=tasks', '--words_from=empty.txt'], "--words_from='empty.txt' holds no words"),
+    (['gpt_jax.hf', 'imprt', '--hf_dir=x'], "unknown command 'imprt': use one of import, export"),
 ])
 def test_inference_commands_refuse_nonsense_in_one_sentence(args, message, tmp_path):
   (tmp_path / 'afile').write_text('mine')
