@@ -51,5 +51,12 @@ def dot_product_attention(q, k, v, mask):
   both combinations. The mask is passed whole (alternating layers get their band width as a traced value), so
   cuDNN applies it as a bias rather than skipping masked blocks.
   """
-  implementation = 'cudnn' if jax.default_backend() == 'gpu' else None
+  implementation = 'cudnn' if target_platform() == 'gpu' else None
   return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
+
+
+def target_platform() -> str:
+  """The platform the program is built for: the mesh's when one is set (jax.set_mesh, as in the training step),
+  so a GPU executable compiled ahead of time on a CPU host keeps cuDNN; else this host's default backend."""
+  device = jax.sharding.get_abstract_mesh().abstract_device
+  return device.platform if device is not None else jax.default_backend()
