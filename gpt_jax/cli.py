@@ -11,7 +11,9 @@ with one sentence on stderr and exit status 2, never a traceback.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import subprocess
 import sys
 
 import jax
@@ -155,6 +157,45 @@ def _flag_error_message(error: Exception, argv) -> str:
     return str(config_error)
   # The file loads and every key exists: a value did not parse as its field's type (or another flag is wrong).
   return str(error).strip().splitlines()[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training commands: the run directory and what run.json records.
+
+def define_workdir_flag() -> None:
+  flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and TensorBoard logs.')
+
+
+def check_workdir(workdir: str | None) -> None:
+  """A training command's --workdir: given, and a directory when it exists."""
+  if not workdir:
+    raise ConfigError('--workdir is required: the directory for checkpoints and logs, e.g. --workdir=runs/x.')
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f'--workdir={workdir} is a file, not a directory: pass a new or existing run directory.')
+
+
+def run_record(config, tokenizer) -> dict:
+  """What run.json records about how the run was started: the command, the code (git commit and whether the tree
+  had uncommitted changes) and library versions, the devices and the tokenizer."""
+  versions = {name: importlib.metadata.version(name)
+              for name in ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy')}
+  return dict(argv=sys.argv, git=_git_state(), versions=versions, python=sys.version.split()[0],
+              processes=jax.process_count(), devices=jax.device_count(), device_kind=jax.devices()[0].device_kind,
+              tokenizer=config.data.tokenizer, tokenizer_checksum=tokenizer.checksum)
+
+
+def _git_state() -> dict | None:
+  """{'commit', 'dirty'} of the checkout gpt_jax runs from, or None outside a git checkout (an installed package)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True, text=True, timeout=10)
+    status = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=root, capture_output=True,
+                            text=True, timeout=10)
+  except (OSError, subprocess.TimeoutExpired):
+    return None
+  if commit.returncode:
+    return None
+  return dict(commit=commit.stdout.strip(), dirty=bool(status.stdout.strip()))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -95,6 +95,27 @@ def default_config() -> ml_collections.ConfigDict:
   ms.dcn_data = 1  # data-parallel axis size across slices (DCN)
   ms.dcn_fsdp = 1  # FSDP axis size across slices (DCN)
 
+  # Fine-tuning stages (gpt_jax.rlhf: sft, classify, reward, dpo); pretraining ignores this section.
+  c.rlhf = r = ml_collections.ConfigDict()
+  r.init_from = ''  # run or export dir the stage starts from; its model shape and tokenizer are used; '' = random
+  r.data = 'toy'  # training data: 'toy' (the embedded task), a .jsonl file, or 'tfds:<name>[:<split>]'
+  r.eval_data = ''  # held-out data, same forms; '' -> the toy task's held-out items when data is 'toy', else none
+  r.toy_items = 4000  # training items drawn from the toy task (its held-out items are never among them)
+  r.epochs = 0.0  # > 0: train.total_tokens becomes epochs x the data's rows; 0: train.total_tokens as set
+  r.max_prompt_tokens = 64  # prompts longer than this are cut from the left (and counted)
+  r.skip_bad_lines = False  # skip and count malformed data lines instead of stopping at the first one
+  r.pack = False  # SFT: pack several examples into each row, kept apart by segment ids
+  r.max_responses = 4  # reward model: response slots per prompt (rankings of K = 2..max_responses)
+  r.lm_coef = 0.5  # GPT-1 fine-tuning: lambda of the auxiliary LM loss, L3 = L2 + lambda * L1 (0: off)
+  r.beta = 0.1  # DPO: strength of the implicit KL constraint to the reference policy
+  r.dpo_loss = 'sigmoid'  # DPO loss: 'sigmoid', 'hinge', 'ipo' or 'robust' (label-smoothed sigmoid)
+  r.label_smoothing = 0.0  # DPO 'robust' / 'sigmoid': assumed fraction of flipped preference labels
+  r.nll_coef = 0.0  # DPO: weight of an NLL term on the chosen responses (0: off)
+  r.precompute_ref = False  # DPO: score the data with the reference once, then train without it in memory
+  r.norm_samples = 256  # reward model: reference-policy samples that set the score gain and bias (0: no sampling)
+  r.response_tokens = 16  # most tokens sampled per response (reward normalisation samples)
+  r.temperature = 1.0  # sampling temperature of those responses
+
   c.checkpoint = ck = ml_collections.ConfigDict()
   ck.every_steps = 100  # save every N steps (and at the end, and on SIGTERM)
   ck.keep = 3  # keep the last K checkpoints
@@ -146,6 +167,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _validate_optim(config)
   _validate_mesh(config)
   _validate_checkpoint(config)
+  _validate_rlhf(config)
   return config
 
 
@@ -255,6 +277,29 @@ def _validate_checkpoint(config) -> None:
     _number(config, f'checkpoint.{name}', low=1, integer=True)
   _number(config, 'checkpoint.keep_every', low=0, integer=True, hint=' (0: none)')
   _flag(config, 'checkpoint.use_async')
+
+
+def _validate_rlhf(config) -> None:
+  r = config.rlhf
+  for name in ('init_from', 'eval_data'):
+    if not isinstance(r[name], str):
+      _fail(f'rlhf.{name}={r[name]!r} must be a path or empty.')
+  if not isinstance(r.data, str) or not r.data.strip():
+    _fail(f"rlhf.data={r.data!r} must be 'toy', a .jsonl file or 'tfds:<name>[:<split>]'.")
+  _number(config, 'rlhf.toy_items', low=1, integer=True)
+  _number(config, 'rlhf.epochs', low=0.0, hint=' (0: train.total_tokens decides)')
+  _number(config, 'rlhf.max_prompt_tokens', low=1, integer=True)
+  _number(config, 'rlhf.max_responses', low=2, high=9, integer=True)
+  _number(config, 'rlhf.lm_coef', low=0.0)
+  _number(config, 'rlhf.beta', low=0.0, low_open=True)
+  _choice(config, 'rlhf.dpo_loss', ('sigmoid', 'hinge', 'ipo', 'robust'))
+  _number(config, 'rlhf.label_smoothing', low=0.0, high=0.5, high_open=True)
+  _number(config, 'rlhf.nll_coef', low=0.0)
+  _number(config, 'rlhf.norm_samples', low=0, integer=True)
+  _number(config, 'rlhf.response_tokens', low=1, integer=True)
+  _number(config, 'rlhf.temperature', low=0.0, low_open=True)
+  for name in ('skip_bad_lines', 'pack', 'precompute_ref'):
+    _flag(config, f'rlhf.{name}')
 
 
 def load_config_file(spec: str, overrides: dict | None = None) -> ml_collections.ConfigDict:

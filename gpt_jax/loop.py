@@ -79,7 +79,7 @@ class Plan:
   abstract_params: Any  # sharded ShapeDtypeStructs
   abstract_train: Any  # sharded ShapeDtypeStructs of init_train_state's dict
   step_fn: Callable  # jitted (params, train, batch, frozen) -> (params, train, metrics), donating params and train
-  eval_fn: Callable  # jitted (params, batch, frozen) -> (summed loss, summed weight)
+  eval_fn: Callable  # jitted (params, batch, frozen) -> (summed loss, summed weight, summed extras)
   rows_quantum: int  # a global batch is a multiple of this many rows (batch shards x microbatches)
 
 
@@ -148,7 +148,7 @@ def make_train_step(loss_fn: LossFn, optimizer, optim_config, microbatches: int,
         rng=rng, consecutive_skips=consecutive, longest_skip_run=jnp.maximum(train['longest_skip_run'], consecutive),
         total_skips=train['total_skips'] + (~finite).astype(jnp.int32))
     metrics = dict(loss=loss, grad_norm=grad_norm, learning_rate=lr, skipped=new_train['total_skips'],
-                   **{name: value / weight for name, value in extra.items()})
+                   **extra_means(extra, weight))
     return new_params, new_train, metrics
   return train_step
 
@@ -161,11 +161,33 @@ def init_train_state(optimizer, params, rng) -> dict:
   return dict(opt_state=optimizer.init(params), rng=rng, **{name: jnp.zeros((), jnp.int32) for name in counters})
 
 
+def extra_means(extra: dict, weight):
+  """A loss function's summed extra metrics as means: a value is divided by the loss weight, a (sum, count) pair
+  by its own count (e.g. pairwise accuracy over pairs when the loss weighs prompts)."""
+  return {name: value[0] / jnp.maximum(value[1], 1) if isinstance(value, tuple) else value / weight
+          for name, value in extra.items()}
+
+
 def make_eval_step(loss_fn: LossFn):
   def eval_step(params, batch, frozen):
-    loss_sum, weight, _ = loss_fn(params, batch, jax.random.PRNGKey(0), False, frozen)
-    return loss_sum, weight
+    loss_sum, weight, extra = loss_fn(params, batch, jax.random.PRNGKey(0), False, frozen)
+    return loss_sum, weight, extra
   return eval_step
+
+
+def params_from(path: str, module):
+  """init_params for a Task that starts from another run's (or export's) params: only the params are taken; the
+  optimizer, step and data order start afresh. A checkpoint of another shape is refused in one sentence."""
+  ckpt_lib.load_config(path)  # fails now, in one sentence, if path is not a run or export directory
+
+  def init_params(rng, shardings):
+    del rng
+    abstract = gs.with_shardings(nn.unbox(gm.abstract_variables(module)['params']), shardings)
+    params, step = ckpt_lib.load_for_inference(path, abstract)
+    if jax.process_index() == 0:
+      print(f'initialised from {path} (step {step})', flush=True)
+    return params
+  return init_params
 
 
 def plan(config, task: Task, mesh) -> Plan:
@@ -376,14 +398,16 @@ def _evaluate_and_write(p: Plan, params, task: Task, writer, step: int, tokens: 
 
 
 def evaluate(eval_fn, params, task: Task, mesh) -> dict:
-  """Loss, perplexity and task.eval_extra's metrics over task.eval_batches()."""
-  loss_sum, weight = 0.0, 0.0
+  """Loss, perplexity, the loss function's extra metrics and task.eval_extra's over task.eval_batches()."""
+  totals = None
   for local in task.eval_batches():
     batch = pipeline.make_global_batch(local, gs.batch_sharding(mesh))
-    s, w = jax.device_get(eval_fn(params, batch, task.frozen))
-    loss_sum, weight = loss_sum + float(s), weight + float(w)
-  loss = loss_sum / max(weight, 1.0)
+    sums = jax.tree.map(np.float64, jax.device_get(eval_fn(params, batch, task.frozen)))
+    totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+  loss_sum, weight, extra = totals
+  loss = float(loss_sum / max(weight, 1.0))
   result = dict(loss=loss, perplexity=math.exp(min(loss, 50.0)))
+  result.update({name: float(value) for name, value in extra_means(extra, max(weight, 1.0)).items()})
   if task.eval_extra is not None:
     result.update(task.eval_extra(result))
   return result

@@ -9,14 +9,11 @@ JAX_PROCESS_ID) or from --coordinator_address / --num_processes / --process_id.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import math
 import os
-import subprocess
 import sys
 
-import flax.linen as nn
 import jax
 from absl import flags
 
@@ -33,7 +30,7 @@ from gpt_jax.config import ConfigError
 from gpt_jax.data import pipeline
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and TensorBoard logs.')
+cli.define_workdir_flag()
 flags.DEFINE_bool('smoke', False, 'run the config\'s architecture for 4 short steps (byte vocabulary, context <= 256, '
                   '8-row batches): checks that a config builds, shards, trains, saves and samples on this machine.')
 
@@ -69,46 +66,7 @@ def build_task(config):
   return loop.Task(module=module, loss_fn=losses.lm_loss_fn(config), train_stream=stream,
                    tokens_per_row=context, flops_per_row=context * flops.flops_per_token(config.model),
                    eval_batches=eval_batches if config.train.eval_batches else None, eval_extra=eval_extra,
-                   init_params=params_from(config.train.init_from, module) if config.train.init_from else None)
-
-
-def params_from(path: str, module):
-  """init_params for a Task that starts from another run's (or export's) params: only the params are taken; the
-  optimizer, step and data order start afresh. A checkpoint of another shape is refused in one sentence."""
-  ckpt.load_config(path)  # fails now, in one sentence, if path is not a run or export directory
-
-  def init_params(rng, shardings):
-    del rng
-    abstract = gs.with_shardings(nn.unbox(gm.abstract_variables(module)['params']), shardings)
-    params, step = ckpt.load_for_inference(path, abstract)
-    if jax.process_index() == 0:
-      print(f'initialised from {path} (step {step})', flush=True)
-    return params
-  return init_params
-
-
-def run_record(config, tokenizer) -> dict:
-  """What run.json records about how the run was started: the command, the code (git commit and whether the tree
-  had uncommitted changes) and library versions, the devices and the tokenizer."""
-  versions = {name: importlib.metadata.version(name)
-              for name in ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy')}
-  return dict(argv=sys.argv, git=_git_state(), versions=versions, python=sys.version.split()[0],
-              processes=jax.process_count(), devices=jax.device_count(), device_kind=jax.devices()[0].device_kind,
-              tokenizer=config.data.tokenizer, tokenizer_checksum=tokenizer.checksum)
-
-
-def _git_state() -> dict | None:
-  """{'commit', 'dirty'} of the checkout gpt_jax runs from, or None outside a git checkout (an installed package)."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  try:
-    commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True, text=True, timeout=10)
-    status = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=root, capture_output=True,
-                            text=True, timeout=10)
-  except (OSError, subprocess.TimeoutExpired):
-    return None
-  if commit.returncode:
-    return None
-  return dict(commit=commit.stdout.strip(), dirty=bool(status.stdout.strip()))
+                   init_params=loop.params_from(config.train.init_from, module) if config.train.init_from else None)
 
 
 def sample_text(config, params, tokenizer, n_tokens: int, mesh) -> str:
@@ -130,10 +88,7 @@ def _refuse_a_real_run(workdir: str, smoke_config) -> None:
 
 def main(argv):
   del argv
-  if not FLAGS.workdir:
-    raise ConfigError('--workdir is required: the directory for checkpoints and logs, e.g. --workdir=runs/x.')
-  if os.path.exists(FLAGS.workdir) and not os.path.isdir(FLAGS.workdir):
-    raise ConfigError(f'--workdir={FLAGS.workdir} is a file, not a directory: pass a new or existing run directory.')
+  cli.check_workdir(FLAGS.workdir)
   config = cli.config_from_flags()
   if FLAGS.smoke:
     config = gcfg.smoke_size(config)
@@ -141,7 +96,7 @@ def main(argv):
   task = build_task(config)
   mesh = gs.make_mesh(config.mesh)
   try:
-    result = loop.train(config, FLAGS.workdir, task, mesh, run_record(config, task.train_stream.tokenizer))
+    result = loop.train(config, FLAGS.workdir, task, mesh, cli.run_record(config, task.train_stream.tokenizer))
   except loop.TrainingStopped as error:
     print(f'error: {error}', file=sys.stderr)
     return 2

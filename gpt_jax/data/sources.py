@@ -450,3 +450,29 @@ def open_source(spec: str, data_dir: str, text_field: str = 'text') -> Source:
 def open_sources(spec: str, data_dir: str, text_field: str = 'text') -> list[tuple[Source, float]]:
   """The (source, weight) components of data.source, in the order written."""
   return [(open_source(name, data_dir, text_field), weight) for name, weight in parse_mixture(spec)]
+
+
+def catalog_records(spec: str, split: str, data_dir: str) -> list[dict]:
+  """Every example of a prepared tfds catalog split ('tfds:<name>[/<config>]') as a dict, bytes decoded to str:
+  the record formats of fine-tuning data (prompt/completion, preference pairs) read their fields from these."""
+  source = CatalogSource(spec, data_dir, text_field='text')
+  builder = source._builder  # noqa: SLF001 -- the same builder, prepared-or-not check included
+  if not builder.is_prepared():
+    raise ConfigError(f'{spec!r} is not prepared under data.data_dir={data_dir!r}: run `{source._command()}` on a '
+                      f'machine with network access and copy the result into this data_dir.')
+  if split not in builder.info.splits:
+    raise ConfigError(f'{spec!r} has no {split!r} split (it has {", ".join(builder.info.splits)}): name one as '
+                      f'tfds:<name>:<split>.')
+  return [_plain(record) for record in builder.as_data_source(split)]
+
+
+def _plain(value):
+  if isinstance(value, bytes):
+    return value.decode('utf-8', errors='replace')
+  if isinstance(value, dict):
+    return {k: _plain(v) for k, v in value.items()}
+  if hasattr(value, 'tolist'):
+    return _plain(value.tolist())
+  if isinstance(value, list):
+    return [_plain(v) for v in value]
+  return value

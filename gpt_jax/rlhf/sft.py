@@ -1,0 +1,55 @@
+"""Supervised fine-tuning: the language-model loss on response tokens only (EOS included), prompts as context.
+
+    python -m gpt_jax.rlhf.sft --config=configs/rlhf.py:sft --workdir=runs/sft --config.rlhf.init_from=runs/pre
+
+The model shape and tokenizer come from rlhf.init_from (a pretraining run or a params export); its trunk and LM
+head start the run. rlhf.data: 'toy', or prompt/completion, Alpaca or chat JSONL; rlhf.pack packs several
+examples per row. Rerunning the command resumes exactly.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from gpt_jax import cli
+from gpt_jax import flops
+from gpt_jax import loop
+from gpt_jax import losses
+from gpt_jax import model as gm
+from gpt_jax.rlhf import data as rdata
+from gpt_jax.rlhf import stage
+from gpt_jax.rlhf import toy
+
+FLAGS = flags.FLAGS
+cli.define_workdir_flag()
+
+
+def build_task(config):
+  """(config with the epoch budget applied, the SFT Task, the data)."""
+  r = config.rlhf
+  data = stage.load(config, 'sft', rdata.sft_segments, stage.toy_source(toy.instructions))
+  context = config.model.context
+
+  def rows_of(examples, pack):
+    return rdata.sft_rows(examples, data.tokenizer, context, r.max_prompt_tokens, pack, data.counts)
+  train_rows = rows_of(data.train, r.pack)
+  held_out = rows_of(data.held_out, False) if data.held_out is not None else None
+  config = stage.with_epochs(config, stage.n_rows(train_rows), context)
+  module = gm.GPTLM(config.model)
+  task = loop.Task(module=module, loss_fn=losses.lm_loss_fn(config),
+                   train_stream=stage.stream(config, train_rows, data), tokens_per_row=context,
+                   flops_per_row=context * flops.flops_per_token(config.model),
+                   eval_batches=stage.eval_batches(config, held_out, context),
+                   init_params=stage.pretrained(config, module))
+  return config, task, data
+
+
+def main(argv):
+  del argv
+  cli.check_workdir(FLAGS.workdir)
+  config, task, data = build_task(stage.prepare(cli.config_from_flags()))
+  return stage.train(config, FLAGS.workdir, task, data, task.train_stream.n)[0]
+
+
+if __name__ == '__main__':
+  cli.run_main(main, 'configs/rlhf.py:sft')

@@ -1,0 +1,182 @@
+"""What every fine-tuning stage shares: the config taken from the run it starts from, its data read and counted,
+params initialised from a pretrained trunk, and a run through the generic loop.
+
+    config = stage.prepare(cli.config_from_flags())      # model shape and tokenizer of rlhf.init_from
+    data = stage.load(config, 'sft', parse_factory)       # records -> parsed examples, with counts
+    task = loop.Task(..., init_params=stage.pretrained(config, module))
+    return stage.train(config, workdir, task, data)
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import sys
+
+import jax
+import numpy as np
+
+from gpt_jax import checkpoint as ckpt
+from gpt_jax import cli
+from gpt_jax import config as gcfg
+from gpt_jax import loop
+from gpt_jax import model as gm
+from gpt_jax import sharding as gs
+from gpt_jax.config import ConfigError
+from gpt_jax.data import tokenizer as tokenizer_lib
+from gpt_jax.rlhf import data as rdata
+
+# Model fields a stage may set itself; every other one (the shape) comes from the run it starts from.
+STAGE_MODEL_FIELDS = ('dropout_embed', 'dropout_attn', 'dropout_resid', 'remat', 'attention_impl', 'dtype')
+TOY_HELD_OUT = 256  # held-out toy items used for evaluation
+
+
+def prepare(config):
+  """The stage's config: model shape and tokenizer from rlhf.init_from's run (or export), when given."""
+  r = config.rlhf
+  if config.train.init_from:
+    raise ConfigError(f'train.init_from={config.train.init_from!r} is for pretraining: a fine-tuning stage starts '
+                      f'from --config.rlhf.init_from={config.train.init_from}.')
+  config = config.copy_and_resolve_references()
+  if r.init_from:
+    base = ckpt.load_config(r.init_from)
+    for name, value in base.model.items():
+      if name not in STAGE_MODEL_FIELDS:
+        config.model[name] = value
+    config.data.tokenizer = base.data.tokenizer
+  config = gcfg.validate(config)
+  context = config.model.context
+  if config.rlhf.max_prompt_tokens >= context:
+    raise ConfigError(f'rlhf.max_prompt_tokens={config.rlhf.max_prompt_tokens} leaves a response no room in '
+                      f'model.context={context}: make it at most {context - 1} (e.g. {context // 2}).')
+  return config
+
+
+@dataclasses.dataclass
+class Data:
+  """A stage's parsed data: training and held-out examples (None: no evaluation), counts of what was cut or
+  skipped, the record format and the tokenizer."""
+  train: list
+  held_out: list | None
+  counts: collections.Counter
+  format: str
+  tokenizer: object
+
+
+def load(config, stage: str, parser, toy_records) -> Data:
+  """Reads rlhf.data (and rlhf.eval_data) for a stage. parser(fmt) -> parse(where, record); toy_records(n, seed,
+  held_out, kind) -> the toy task's records for this stage ('toy:<kind>' names a kind, for stages with several)."""
+  r = config.rlhf
+  tokenizer = tokenizer_lib.load(config.data)
+  counts = collections.Counter()
+  train_records = _records(config, r.data, toy_records, held_out=False, split='train')
+  fmt = rdata.detect_format(stage, train_records)
+  train = rdata.parse_all(train_records, fmt, parser(fmt), r.skip_bad_lines, counts)
+  eval_spec = r.eval_data or (r.data if _is_toy(r.data) else '')
+  held_out = None
+  if eval_spec:
+    eval_records = _records(config, eval_spec, toy_records, held_out=True, split='test')
+    eval_fmt = rdata.detect_format(stage, eval_records)
+    held_out = rdata.parse_all(eval_records, eval_fmt, parser(eval_fmt), r.skip_bad_lines, counts)
+  return Data(train, held_out, counts, fmt, tokenizer)
+
+
+def _is_toy(spec: str) -> bool:
+  return spec == 'toy' or spec.startswith('toy:')
+
+
+def _records(config, spec: str, toy_records, held_out: bool, split: str):
+  if _is_toy(spec):
+    n = TOY_HELD_OUT if held_out else config.rlhf.toy_items
+    records = toy_records(n, config.data.seed, held_out, spec.partition(':')[2])
+    return [(f'{spec}[{i}]', x) for i, x in enumerate(records)]
+  return rdata.read_records(spec, config.data.data_dir, split)
+
+
+def toy_source(make, kinds: tuple[str, ...] = ('',)):
+  """toy_records for stage.load from a toy generator make(n, seed, held_out[, kind]) with the given kinds."""
+  def records(n, seed, held_out, kind):
+    if kind not in kinds:
+      names = ', '.join(f"'toy:{k}'" if k else "'toy'" for k in kinds)
+      raise ConfigError(f"rlhf.data='toy:{kind}' is not a toy task of this stage: use {names}.")
+    return make(n, seed, held_out, kind) if kind else make(n, seed, held_out)
+  return records
+
+
+def with_epochs(config, rows: int, tokens_per_row: int):
+  """config with train.total_tokens = rlhf.epochs passes over `rows` rows when rlhf.epochs > 0; schedule lengths
+  that followed the old total (the defaults) follow the new one."""
+  if not config.rlhf.epochs:
+    return config
+  c = config.copy_and_resolve_references()
+  old, o = c.train.total_tokens, c.optim
+  batch_rows = c.train.batch_tokens // tokens_per_row
+  steps = max(1, math.ceil(c.rlhf.epochs * rows / batch_rows))
+  c.train.total_tokens = steps * c.train.batch_tokens
+  if o.decay_tokens == old:
+    o.decay_tokens = c.train.total_tokens
+    if o.warmup_tokens == old // 50:
+      o.warmup_tokens = o.decay_tokens // 50
+  return gcfg.validate(c)
+
+
+def stream(config, rows: dict, data: Data) -> rdata.RowStream:
+  return rdata.RowStream(rows, config.data.seed, {'data': config.rlhf.data, 'format': data.format},
+                         jax.process_index(), jax.process_count())
+
+
+def eval_batches(config, rows: dict | None, tokens_per_row: int):
+  """task.eval_batches for held-out rows (None without held-out data), in the training batch's row count."""
+  if rows is None or not config.train.eval_every:
+    return None
+  batch_rows = config.train.batch_tokens // tokens_per_row
+  cached = []
+
+  def batches():
+    if not cached:
+      cached.extend(rdata.eval_batches(rows, batch_rows, jax.process_index(), jax.process_count()))
+    return cached
+  return batches
+
+
+def load_lm_params(path: str, config, mesh):
+  """The GPTLM params of a run or export, sharded on mesh (the policy a stage starts from, or its reference)."""
+  abstract = gs.abstract_params(gm.abstract_variables(gm.GPTLM(config.model))['params'], mesh)
+  return ckpt.load_for_inference(path, abstract)[0]
+
+
+def pretrained(config, module):
+  """task.init_params: module's params freshly initialised, then every subtree the LM of rlhf.init_from also has
+  (the trunk, and an untied lm_head) replaced by the pretrained one; None for a random start."""
+  path = config.rlhf.init_from
+  if not path:
+    return None
+
+  def init_params(rng, shardings):
+    mesh = jax.tree.leaves(shardings)[0].mesh
+    with gs.activation_context(mesh):
+      params = gm.init_params(module, rng, shardings=shardings)
+    lm = load_lm_params(path, config, mesh)
+    if jax.process_index() == 0:
+      print(f'initialised {", ".join(sorted(set(lm) & set(params)))} from {path}', flush=True)
+    return {name: lm.get(name, value) for name, value in params.items()}
+  return init_params
+
+
+def train(config, workdir: str, task: loop.Task, data: Data, rows: int) -> tuple[int, loop.Result | None]:
+  """Runs task with the loop, after reporting the data counts: (exit status, the loop's Result or None)."""
+  if jax.process_index() == 0:
+    cut = ', '.join(f'{v} {k.replace("_", " ")}' for k, v in sorted(data.counts.items())) or 'nothing cut or skipped'
+    print(f'data: {rows} rows of {data.format} records ({cut})', flush=True)
+  record = dict(cli.run_record(config, data.tokenizer), data=dict(format=data.format, rows=rows, **data.counts))
+  try:
+    result = loop.train(config, workdir, task, gs.make_mesh(config.mesh), record)
+  except loop.TrainingStopped as error:
+    print(f'error: {error}', file=sys.stderr, flush=True)
+    return 2, None
+  return (130 if result.stopped == 'interrupted' else 0), result
+
+
+def n_rows(rows: dict) -> int:
+  return int(np.shape(next(iter(rows.values())))[0])
