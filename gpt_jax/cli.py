@@ -163,7 +163,9 @@ def _flag_error_message(error: Exception, argv) -> str:
 # Training commands: the run directory and what run.json records.
 
 def define_workdir_flag() -> None:
-  flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and TensorBoard logs.')
+  """--workdir of a training command (defined once, however many command modules a program imports)."""
+  if 'workdir' not in flags.FLAGS:
+    flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and TensorBoard logs.')
 
 
 def check_workdir(workdir: str | None) -> None:

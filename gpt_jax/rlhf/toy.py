@@ -18,7 +18,7 @@ import random
 import zlib
 
 WORDS = ('apple bread chair dance eagle flame grape house juice knife lemon mouse night ocean piano queen river '
-         'snake table tiger uncle voice water youth zebra brick cloud dream earth frost ghost heart input lunch '
+         'snake table tiger uncle voice water youth zebra brick cloud dream event frost ghost heart input lunch '
          'money nurse olive paint quiet radio sheep toast urban value wheat yacht alarm beach candy diary fruit '
          'glass honey ivory jelly koala magic noble orbit pearl robin salad tulip vivid witch blue cold dark fast '
          'gold hand iron kind lamp milk nose open park rain salt tree wind bird fish frog lion wolf rose seed '
@@ -33,8 +33,8 @@ def _held_out(prompt: str) -> bool:
 KINDS = ('plus', 'minus', 'unscramble')
 
 
-def _problem(rng: random.Random, kinds: tuple[str, ...]) -> tuple[str, str, str]:
-  """(question, answer, kind) of one random item."""
+def _problem(rng: random.Random, kinds: tuple[str, ...], top: int) -> tuple[str, str, str]:
+  """(question, answer, kind) of one random item; operands are at most top."""
   kind = rng.choice(kinds)
   if kind == 'unscramble':
     word = rng.choice(WORDS)
@@ -42,7 +42,7 @@ def _problem(rng: random.Random, kinds: tuple[str, ...]) -> tuple[str, str, str]
     while ''.join(letters) == word:
       rng.shuffle(letters)
     return f'Unscramble {"".join(letters)}', word, kind
-  a, b = rng.randint(0, 49), rng.randint(0, 49)
+  a, b = rng.randint(0, top), rng.randint(0, top)
   if kind == 'minus':
     a, b = max(a, b), min(a, b)
   return f'What is {a} {kind} {b}?', str(a + b if kind == 'plus' else a - b), kind
@@ -52,11 +52,11 @@ def prompt_of(question: str) -> str:
   return f'Q: {question}\nA:'
 
 
-def _items(n: int, seed: int, held_out: bool, kinds: tuple[str, ...] = KINDS):
+def _items(n: int, seed: int, held_out: bool, kinds: tuple[str, ...] = KINDS, top: int = 49):
   """n distinct (prompt, answer, kind) items on the requested side of the held-out split."""
   rng, seen, out = random.Random(seed), set(), []
   for _ in range(200 * n + 10_000):
-    question, answer, kind = _problem(rng, kinds)
+    question, answer, kind = _problem(rng, kinds, top)
     prompt = prompt_of(question)
     if prompt in seen or _held_out(prompt) != held_out:
       continue
@@ -145,7 +145,7 @@ def classification(kind: str, n: int, seed: int = 0, held_out: bool = False) -> 
   [4 sums], "label"}."""
   rng = random.Random(seed + 3)
   out = []
-  for prompt, answer, _ in _items(n, seed, held_out, ('plus', 'minus')):
+  for prompt, answer, _ in _items(n, seed, held_out, ('plus', 'minus'), top=99):
     words = prompt.split()
     expression = f'{words[3]} {"+" if words[4] == "plus" else "-"} {words[5].rstrip("?")}'
     wrong = wrong_answers(prompt, rng)[:3]
