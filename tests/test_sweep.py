@@ -1,0 +1,232 @@
+"""gpt_jax.sweep: expansion, one-sentence errors for bad sweep files, the SLURM / TPU emitters, and a two-run sweep
+end to end (run, kill, resume, status, collect, analyse) as real processes."""
+
+import csv
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gpt_jax import config as gcfg
+from gpt_jax import flops
+from gpt_jax.config import ConfigError
+from gpt_jax.sweep import Shape, ShapeRule, Sweep, expand, launch, load_sweep
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_sweep(tmp_path, body: str, name='sweep.py') -> str:
+  path = tmp_path / name
+  path.write_text('from gpt_jax.sweep import Shape, ShapeRule, Sweep\n\n' + body, encoding='utf-8')
+  return str(path)
+
+
+def flops_sweep(root, **changes):
+  fields = dict(name='t', config='configs/tiny.py:nano', root=str(root), shapes=[Shape(2, 32, 2), Shape(2, 64, 2)],
+                flops=(1e10, 1e11), learning_rates=lambda s: 1e-3 * 64 / s.d_model, seeds=(0,),
+                overrides={'model.context': 64, 'train.batch_tokens': 512})
+  return Sweep(**(fields | changes))
+
+
+def test_shape_rule_gives_whole_heads_and_grows_with_the_target():
+  rule = ShapeRule(aspect=24, head_dim=16, min_layers=2)
+  shapes = [rule(t) for t in (6e3, 1e5, 1e6, 1e8)]
+  assert shapes[0] == Shape(2, 16, 1)
+  for shape in shapes:
+    assert shape.d_model == shape.n_heads * 16 and shape.n_layers >= 2
+  sizes = [12 * s.n_layers * s.d_model ** 2 for s in shapes]
+  assert sizes == sorted(sizes) and 0.5e8 < sizes[-1] < 2e8
+
+
+def test_flop_budgets_expand_budget_major_with_tokens_and_schedule_per_run(tmp_path):
+  runs = expand(flops_sweep(tmp_path))
+  assert [r.name for r in runs] == ['l2-d32-h2-c1e10-lr0.002-s0', 'l2-d64-h2-c1e10-lr0.001-s0',
+                                    'l2-d32-h2-c1e11-lr0.002-s0', 'l2-d64-h2-c1e11-lr0.001-s0']
+  for run in runs:
+    config = gcfg.load_config_file(run.config, run.overrides)
+    total = flops.count_params(config)['total']
+    assert run.params_total == total and run.tokens % 512 == 0
+    assert run.tokens <= run.flops_budget / (6 * total) < run.tokens + 512
+    assert config.train.total_tokens == run.tokens and config.optim.decay_tokens == run.tokens
+    assert config.optim.peak_lr == run.learning_rate and run.workdir == os.path.join(str(tmp_path), run.name)
+  assert runs[0].command('py')[:5] == ['py', '-m', 'gpt_jax.train', '--config=configs/tiny.py:nano',
+                                       f'--workdir={runs[0].workdir}']
+  assert f'--config.train.total_tokens={runs[0].tokens}' in runs[0].command()
+
+
+def test_token_budgets_seeds_keep_and_eval_every(tmp_path):
+  sweep = flops_sweep(tmp_path, flops=(), tokens=(5120, 51200), seeds=(0, 1), learning_rates=(),
+                      evals_per_run=4, keep=lambda run: run.tokens > 5120 or run.shape.d_model == 32)
+  runs = expand(sweep)
+  assert len(runs) == 6 and {r.seed for r in runs} == {0, 1}
+  assert all(r.learning_rate == 3e-3 for r in runs)  # the nano config's own rate
+  assert {r.overrides['train.eval_every'] for r in runs} == {2, 25}
+
+
+def test_a_fixed_schedule_must_be_scaled_to_each_budget(tmp_path):
+  sweep = flops_sweep(tmp_path, config='configs/gpt3.py:125m', shapes=[Shape(2, 64, 2)], flops=(1e15,),
+                      learning_rates=(), overrides={'model.context': 64, 'train.batch_tokens': 512,
+                                                    'optim.ramp_tokens': 0, 'optim.ramp_start_tokens': 0,
+                                                    'model.vocab_size': 258})
+  with pytest.raises(ConfigError, match='optim.decay_tokens=260000000000 does not follow'):
+    expand(sweep)
+  scaled = expand(dataclasses.replace(sweep, schedule=lambda t: {
+      'optim.decay_tokens': t * 260 // 300, 'optim.warmup_tokens': t // 100}))
+  assert scaled[0].overrides['optim.decay_tokens'] == scaled[0].tokens * 260 // 300
+
+
+@pytest.mark.parametrize('body, message', [
+    ('def get_sweep():\n  return Sweep(name="x", config="configs/tiny.py:nano", root="r", shapes=[Shape(2, 32, 2)],'
+     ' tokens=[5120], learing_rates=[1e-3])\n', "unexpected keyword argument 'learing_rates'.*did you mean "
+                                               "'learning_rates'"),
+    ('def get_sweep():\n  return Sweep(name="x", config="configs/tiny.py:nano", root="r", shapes=[Shape(2, 32, 2)],'
+     ' tokens=[5120], overrides={"optim.peek_lr": 1e-3})\n', "run l2-d32-h2-t5120-s0: unknown config key "
+                                                             "'optim.peek_lr': did you mean 'optim.peak_lr'"),
+    ('def get_sweep():\n  return Sweep(name="x", config="configs/tiny.py:nano", root="r", shapes=[Shape(2, 32, 2)],'
+     ' tokens=[5120], flops=[1e12])\n', 'exactly one of tokens'),
+    ('def get_sweep():\n  return Sweep(name="x", config="configs/tiny.py:nano", root="r", shapes=[Shape(2, 32, 2)],'
+     ' flops=[1e3])\n', 'less than one batch'),
+    ('def get_sweep():\n  return Sweep(name="x", config="configs/nope.py", root="r", shapes=[Shape(2, 32, 2)],'
+     ' tokens=[5120])\n', "config file 'configs/nope.py' does not exist"),
+    ('x = 1\n\ndef get_sweep():\n  return Swep()\n', "line 6: NameError: name 'Swep' is not defined"),
+    ('def get_sweep(:\n', 'line 3: SyntaxError'),
+    ('SWEEP = 1\n', 'defines no get_sweep'),
+    ('def get_sweep():\n  return {"name": "x"}\n', 'returned dict, not a Sweep'),
+])
+def test_bad_sweep_files_are_one_sentence(tmp_path, body, message):
+  path = write_sweep(tmp_path, body)
+  with pytest.raises(ConfigError, match=message) as error:
+    expand(load_sweep(path))
+  text = str(error.value)
+  assert '\n' not in text and (path in text or text.startswith("sweep 'x'")), text
+
+
+def test_missing_file_and_unicode(tmp_path):
+  with pytest.raises(ConfigError, match="sweep file 'no/such.py' does not exist"):
+    load_sweep('no/such.py')
+  path = write_sweep(tmp_path, '# Größe: Ünïcödé\ndef get_sweep():\n  return Sweep(name="größe", config='
+                     '"configs/tiny.py:nano", root="r", shapes=[Shape(2, 32, 2)], tokens=[5120])\n', 'ü.py')
+  assert expand(load_sweep(path))[0].name == 'l2-d32-h2-t5120-s0'
+  (tmp_path / 'latin1.py').write_bytes(b'NAME = "gr\xf6\xdfe"\ndef get_sweep():\n  pass\n')
+  with pytest.raises(ConfigError, match='SyntaxError'):
+    load_sweep(str(tmp_path / 'latin1.py'))
+
+
+def test_slurm_and_tpu_emitters_write_the_training_commands(tmp_path):
+  sweep = flops_sweep('runs/s')
+  runs = expand(sweep)
+  script = launch.slurm_script(sweep, runs, nodes=2, gpus_per_node=4, max_parallel=3)
+  assert '#SBATCH --array=0-3%3' in script and '#SBATCH --nodes=2' in script and '--gpus-per-node=4' in script
+  for i, run in enumerate(runs):
+    line = next(x for x in script.splitlines() if x.startswith(f'  {i}) command='))
+    assert f'--workdir={run.workdir}' in line and f'--config.train.total_tokens={run.tokens}' in line
+    assert '.venv/bin/python -m gpt_jax.train' in line and '--config.model.attention_impl=cudnn' in line
+  tpu = launch.tpu_script(sweep, runs, tpu='pod', zone='us-east5-a')
+  lines = [x for x in tpu.splitlines() if x.startswith('launch/tpu_pod.sh')]
+  assert len(lines) == 4
+  assert lines[1].startswith(f'launch/tpu_pod.sh pod us-east5-a configs/tiny.py:nano {runs[1].workdir} '
+                             f'--config.model.context=64')
+  for text in (script, tpu):
+    (tmp_path / 'x.sh').write_text(text)
+    assert subprocess.run(['bash', '-n', str(tmp_path / 'x.sh')]).returncode == 0
+  # The case statement hands srun the exact command line.
+  fake = script.replace('eval "srun --kill-on-bad-exit=1 $command"', 'eval "printf \'%s\\n\' $command"')
+  (tmp_path / 'x.sh').write_text(fake)
+  out = subprocess.run(['bash', str(tmp_path / 'x.sh')], env=dict(os.environ, SLURM_ARRAY_TASK_ID='2'),
+                       capture_output=True, text=True, cwd=tmp_path)
+  assert out.stdout.split('\n')[:-1] == launch._gpu(runs[2])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# End to end.
+
+def _sweep_cli(*args, cwd=REPO, **kwargs):
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
+  return [sys.executable, '-m', 'gpt_jax.sweep', *args], dict(cwd=cwd, env=env, **kwargs)
+
+
+@pytest.fixture(scope='module')
+def tiny_sweep(tmp_path_factory):
+  """Two 2-layer runs on a small local corpus: 40 steps of 8 x 32 tokens, checkpoints every 2 steps."""
+  tmp = tmp_path_factory.mktemp('sweep')
+  corpus = tmp / 'corpus.jsonl'
+  lines = [json.dumps({'text': f'def f_{i}(x):\n    return x * {i} + {i % 7}\n' * 3}) for i in range(400)]
+  corpus.write_text('\n'.join(lines) + '\n')
+  body = f'''
+def get_sweep():
+  return Sweep(name='e2e', config='configs/tiny.py:nano', root={str(tmp / 'runs')!r},
+               shapes=[Shape(2, 16, 1), Shape(2, 32, 2)], tokens=[40 * 256], evals_per_run=2,
+               overrides={{'model.context': 32, 'model.local_window': 32, 'train.batch_tokens': 256,
+                          'train.log_every': 1, 'train.eval_batches': 1, 'train.sample_tokens': 0,
+                          'checkpoint.every_steps': 2, 'data.source': 'files:{corpus}',
+                          'data.data_dir': {str(tmp / 'data')!r}}})
+'''
+  return tmp, write_sweep(tmp, body)
+
+
+def _wait_for(predicate, timeout=120, what=''):
+  deadline = time.time() + timeout
+  while not predicate():
+    assert time.time() < deadline, f'timed out waiting for {what}'
+    time.sleep(0.05)
+
+
+def test_two_run_sweep_runs_resumes_after_a_kill_collects_and_analyses(tiny_sweep):
+  tmp, path = tiny_sweep
+  first = os.path.join(tmp, 'runs', 'l2-d16-h1-t10240-s0')
+  command, kwargs = _sweep_cli('run', f'--sweep={path}', stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  runner = subprocess.Popen(command, **kwargs)
+  checkpoints = os.path.join(first, 'checkpoints')
+  _wait_for(lambda: os.path.isdir(checkpoints) and any(d.isdigit() for d in os.listdir(checkpoints)),
+            what='the first checkpoint')
+  runner.kill()  # kill -9: the run gets SIGTERM from the kernel (parent death), saves and stops
+  runner.wait()
+  log = os.path.join(first, 'train.log')
+  _wait_for(lambda: '[preempted]' in open(log).read(), what='the orphaned run to save and stop')
+  command, kwargs = _sweep_cli('status', f'--sweep={path}', capture_output=True, text=True)
+  status = subprocess.run(command, **kwargs).stdout
+  assert 'l2-d16-h1-t10240-s0' in status and ' partial ' in status and '1 partial, 1 pending' in status
+
+  command, kwargs = _sweep_cli('run', f'--sweep={path}', capture_output=True, text=True)
+  rerun = subprocess.run(command, **kwargs)
+  assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+  assert 'start  l2-d16-h1-t10240-s0 (resuming)' in rerun.stdout
+  assert 'resumed from step' in open(log).read()
+  again = subprocess.run(command, **kwargs)
+  assert '2 of 2 runs finished; running 0' in again.stdout
+
+  table, curves = os.path.join(tmp, 'runs.csv'), os.path.join(tmp, 'curves.csv')
+  command, kwargs = _sweep_cli('collect', f'--sweep={path}', f'--output={table}', f'--curves={curves}',
+                               capture_output=True, text=True)
+  assert subprocess.run(command, **kwargs).returncode == 0
+  rows = list(csv.DictReader(open(table)))
+  assert [r['state'] for r in rows] == ['finished', 'finished']
+  assert [int(r['tokens']) for r in rows] == [10240, 10240]
+  assert int(rows[0]['params_total']) < int(rows[1]['params_total'])
+  assert int(rows[0]['params_non_embedding']) < int(rows[0]['params_total'])
+  assert float(rows[0]['best_eval_loss']) <= float(rows[0]['final_eval_loss'])
+  assert float(rows[1]['flops_6nd']) == 6 * int(rows[1]['params_total']) * 10240
+  assert len(list(csv.DictReader(open(curves)))) == 4  # two evaluations per run
+
+  results = os.path.join(tmp, 'results.json')
+  analysis = subprocess.run([sys.executable, '-m', 'experiments.scaling_laws.analyze', f'--table={table}',
+                             f'--curves={curves}', f'--output={results}', '--plots='], capture_output=True,
+                            text=True, cwd=REPO)
+  assert analysis.returncode == 0, analysis.stderr
+  report = json.load(open(results))
+  assert report['L(N)']['params'] == 'non_embedding' and report['L(N)']['n_points'] == 2
+  assert 'IsoFLOP' in report['skipped']['approach2'] and 'at least 5' in report['skipped']['approach3/total']
+
+
+def test_cli_errors_are_one_sentence_with_exit_2(tiny_sweep):
+  _, path = tiny_sweep
+  for args, message in [(('launch', f'--sweep={path}'), "unknown command 'launch'"),
+                        (('status', '--sweep=nope.py'), "sweep file 'nope.py' does not exist"),
+                        (('run', f'--sweep={path}', '--only=zzz'), "--only='zzz' matches no run")]:
+    command, kwargs = _sweep_cli(*args, capture_output=True, text=True)
+    result = subprocess.run(command, **kwargs)
+    assert result.returncode == 2 and message in result.stderr and 'Traceback' not in result.stderr, result.stderr
