@@ -113,8 +113,29 @@ def default_config() -> ml_collections.ConfigDict:
   r.nll_coef = 0.0  # DPO: weight of an NLL term on the chosen responses (0: off)
   r.precompute_ref = False  # DPO: score the data with the reference once, then train without it in memory
   r.norm_samples = 256  # reward model: reference-policy samples that set the score gain and bias (0: no sampling)
-  r.response_tokens = 16  # most tokens sampled per response (reward normalisation samples)
-  r.temperature = 1.0  # sampling temperature of those responses
+  r.response_tokens = 16  # most tokens sampled per response (reward normalisation samples, PPO rollouts)
+  r.temperature = 1.0  # sampling temperature of those responses (PPO: old, new and reference log-probs use it too)
+  # PPO (gpt_jax.rlhf.ppo): train.batch_tokens / model.context episodes per update, train.total_tokens the length.
+  r.policy_from = ''  # PPO: the SFT run the policy and the reference start from
+  r.reward_from = ''  # PPO: the reward-model run that scores responses (with its reward_norm.json)
+  r.value_from = 'policy'  # PPO value network: 'policy' (SFT trunk, zero head) or 'reward' (the reward model)
+  r.ppo_epochs = 4  # PPO: passes over each update's episodes
+  r.minibatches = 1  # PPO: minibatches per pass (each one optimizer step)
+  r.kl_coef = 0.05  # PPO: initial beta of the per-token KL penalty to the reference
+  r.kl_target = 0.0  # PPO: adaptive beta's target KL per episode (0: beta stays fixed)
+  r.kl_horizon = 10000  # PPO: adaptive beta's horizon in episodes
+  r.gamma = 1.0  # PPO: discount
+  r.lam = 0.95  # PPO: GAE lambda
+  r.clip = 0.2  # PPO: policy ratio clip epsilon
+  r.value_clip = 0.2  # PPO: value clip epsilon
+  r.value_coef = 0.1  # PPO: weight of the value loss
+  r.whiten_rewards = False  # PPO: whiten per-token rewards (mean kept) before GAE
+  r.missing_eos_penalty = 1.0  # PPO: subtracted from the score of a response with no EOS
+  r.ptx_source = ''  # PPO-ptx: pretraining data (a data.source spec, e.g. 'stdlib'); '' = plain PPO
+  r.ptx_coef = 1.0  # PPO-ptx: gamma, the weight of the pretraining loss in every minibatch
+  r.ptx_rows = 8  # PPO-ptx: pretraining sequences per minibatch
+  r.frozen_dtype = 'float32'  # PPO: dtype of the reference and reward params ('bfloat16' halves their memory)
+  r.sample_every = 10  # PPO: updates between tables of sample prompts and responses (0: never)
 
   c.checkpoint = ck = ml_collections.ConfigDict()
   ck.every_steps = 100  # save every N steps (and at the end, and on SIGTERM)
@@ -298,8 +319,23 @@ def _validate_rlhf(config) -> None:
   _number(config, 'rlhf.norm_samples', low=0, integer=True)
   _number(config, 'rlhf.response_tokens', low=1, integer=True)
   _number(config, 'rlhf.temperature', low=0.0, low_open=True)
-  for name in ('skip_bad_lines', 'pack', 'precompute_ref'):
+  for name in ('skip_bad_lines', 'pack', 'precompute_ref', 'whiten_rewards'):
     _flag(config, f'rlhf.{name}')
+  for name in ('policy_from', 'reward_from', 'ptx_source'):
+    if not isinstance(r[name], str):
+      _fail(f'rlhf.{name}={r[name]!r} must be a path or empty.')
+  _choice(config, 'rlhf.value_from', ('policy', 'reward'))
+  _choice(config, 'rlhf.frozen_dtype', ('float32', 'bfloat16'))
+  for name in ('ppo_epochs', 'minibatches', 'kl_horizon', 'ptx_rows'):
+    _number(config, f'rlhf.{name}', low=1, integer=True)
+  _number(config, 'rlhf.kl_coef', low=0.0, hint=' (0: no KL penalty)')
+  for name in ('kl_target', 'missing_eos_penalty', 'ptx_coef', 'value_coef'):
+    _number(config, f'rlhf.{name}', low=0.0)
+  for name in ('gamma', 'lam'):
+    _number(config, f'rlhf.{name}', low=0.0, high=1.0)
+  for name in ('clip', 'value_clip'):
+    _number(config, f'rlhf.{name}', low=0.0, low_open=True)
+  _number(config, 'rlhf.sample_every', low=0, integer=True)
 
 
 def load_config_file(spec: str, overrides: dict | None = None) -> ml_collections.ConfigDict:

@@ -1,4 +1,5 @@
-"""Heads on the GPT trunk: reward (scalar at the last real token), value (scalar per token), classifier (GPT-1).
+"""Heads on the GPT trunk: reward (scalar at the last real token), value (scalar per token), classifier (GPT-1),
+and PPO's policy and value as one params tree.
 
 Each model here is the same 'trunk' subtree as model.GPTLM plus a head with its own params subtree, so a pretrained
 trunk checkpoint initialises any of them: params = dict(head_params, trunk=pretrained['trunk']).
@@ -11,7 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from gpt_jax.model import ModelConfig, Transformer, lm_logits
+from gpt_jax.model import GPTLM, ModelConfig, Transformer, lm_logits
 
 
 def last_token_index(mask, length: int):
@@ -79,3 +80,13 @@ class Classifier(nn.Module):
                                                                      ('embed', None)),
                             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None,)))(last)
     return class_logits, lm_logits(self, trunk, hidden)
+
+
+class PolicyValue(nn.Module):
+  """PPO's trained params as one tree: {'policy': a GPTLM, 'value': a ValueModel with its own trunk}. Calling it
+  gives (logits [batch, length, vocab], values [batch, length]); PPO applies the two halves on their own."""
+  config: Any
+
+  @nn.compact
+  def __call__(self, tokens):
+    return GPTLM(self.config, name='policy')(tokens), ValueModel(self.config, name='value')(tokens)

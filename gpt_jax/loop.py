@@ -244,7 +244,7 @@ def setup(config, task: Task, mesh, checkpointer: ckpt_lib.Checkpointer | None =
   return State(p, params, train_state, 0)
 
 
-class _Preemption:
+class Preemption:
   """Turns SIGTERM (preemption) and a first Ctrl-C (SIGINT) into a flag checked between steps (agreed on by all
   processes), so a checkpoint is saved before the run ends; a second Ctrl-C exits at once, without saving."""
 
@@ -305,7 +305,7 @@ def run(config, task: Task, state: State, checkpointer: ckpt_lib.Checkpointer, w
   if tokens >= t_cfg.total_tokens:
     writer.text(step, 'finished', f'the run already finished at step {step}: raise train.total_tokens to go on.')
     return Result(params, {}, 'finished')
-  preemption = _Preemption()
+  preemption = Preemption()
   try:
     with gs.activation_context(p.mesh):
       while tokens < t_cfg.total_tokens:

@@ -9,6 +9,7 @@ Record formats, recognised by their fields (JSONL files, or a prepared tfds cata
                      "Assistant:" of their common prefix
   rankings           {"prompt", "responses": [K strings], "ranking": [K indices, best first]}
   text / text_pair / choice   {"text", "label"} / {"text_a", "text_b", "label"} / {"context", "choices", "label"}
+  prompts            {"prompt"} (PPO; it also takes the prompts of prompt_completion, pairs and rankings records)
 
 A sequence is prompt + response + EOS with no BOS (as the sampler and the eval harness present prompts); EOS ends
 every response and lies inside the loss mask; padding uses the tokenizer's pad id, never EOS. A prompt longer than
@@ -48,13 +49,14 @@ FORMATS = {
     'rankings': ('prompt', 'responses', 'ranking'), 'pairs': ('prompt', 'chosen', 'rejected'),
     'hh': ('chosen', 'rejected'), 'prompt_completion': ('prompt', 'completion'), 'alpaca': ('instruction', 'output'),
     'chat': ('messages',), 'choice': ('context', 'choices', 'label'), 'text_pair': ('text_a', 'text_b', 'label'),
-    'text': ('text', 'label'),
+    'text': ('text', 'label'), 'prompts': ('prompt',),
 }
 STAGE_FORMATS = {
     'sft': ('prompt_completion', 'alpaca', 'chat'),
     'reward': ('rankings', 'pairs', 'hh'),
     'dpo': ('pairs', 'hh'),
     'classify': ('text', 'text_pair', 'choice'),
+    'ppo': ('prompts', 'prompt_completion', 'pairs', 'rankings'),
 }
 
 
@@ -212,6 +214,25 @@ def pair(where: str, r: dict) -> tuple[str, str, str]:
   cut = common.rfind(HH_SPLIT)
   cut = len(common) if cut < 0 else cut + len(HH_SPLIT)
   return chosen[:cut], chosen[cut:], rejected[cut:]
+
+
+def prompt_of(fmt: str):
+  """parse(where, record) -> the record's prompt (PPO)."""
+  del fmt
+  return lambda where, r: _text(where, r, 'prompt')
+
+
+def prompt_rows(prompts, tokenizer, max_prompt: int, counts) -> dict[str, np.ndarray]:
+  """PPO rows: prompts [max_prompt] right-padded, cut from the left to fit (counted), with their lengths."""
+  out = dict(prompts=np.full((len(prompts), max_prompt), tokenizer.pad_id, np.int32),
+             lengths=np.zeros(len(prompts), np.int32), weight=np.ones(len(prompts), np.float32))
+  for i, prompt in enumerate(prompts):
+    ids = list(tokenizer.encode(prompt))
+    if len(ids) > max_prompt:
+      counts['prompts_cut_left'] += 1
+      ids = ids[len(ids) - max_prompt:]
+    out['prompts'][i, :len(ids)], out['lengths'][i] = ids, len(ids)
+  return out
 
 
 def classify_parse(fmt: str, n_classes: int):
