@@ -80,6 +80,21 @@ def whiten(x, mask, shift_mean: bool = True):
   return jnp.where(mask > 0, out if shift_mean else out + mean, 0.0)
 
 
+def episode_ends(tokens, done, eot_id: int):
+  """(mask [B, T], last [B], has_eos [B]) from the decoder's tokens and done flags: mask is 1 up to and including
+  the first EOS (every position when there is none), last is the EOS index (T - 1 without one)."""
+  mask = (~done).astype(jnp.float32)
+  eos = (tokens == eot_id) & (mask > 0)
+  has_eos = jnp.any(eos, axis=1)
+  return mask, jnp.where(has_eos, jnp.argmax(eos, axis=1), tokens.shape[1] - 1), has_eos
+
+
+def shaped_rewards(logprobs, ref_logprobs, mask, last, score, kl_coef):
+  """Per-token rewards [B, T]: -beta (logp - logp_ref) on every valid token, plus the score on the last one
+  (the EOS)."""
+  return -kl_coef * (logprobs - ref_logprobs) * mask + jax.nn.one_hot(last, mask.shape[1]) * score[:, None]
+
+
 class Rollout(NamedTuple):
   """One update's episodes; [B, T] per response token unless noted."""
   sequences: jax.Array  # [B, P + T] prompt, response, padding
@@ -131,10 +146,7 @@ def rollout(config, models: Models, params, frozen, batch, kl_coef, rng, ids) ->
   generate = decoding.make_generate_fn(models.policy, config.model, eot_id=eot_id, pad_id=pad_id)
   gen = generate(params['policy'], batch['prompts'], batch['lengths'], rng, jnp.float32(tau), jnp.float32(1.0),
                  max_new_tokens=steps, top_k=0, greedy=False, nucleus=False)
-  mask = (~gen.done).astype(jnp.float32)
-  eos = (gen.tokens == eot_id) & (mask > 0)
-  has_eos = jnp.any(eos, axis=1)
-  last = jnp.where(has_eos, jnp.argmax(eos, axis=1), steps - 1)
+  mask, last, has_eos = episode_ends(gen.tokens, gen.done, eot_id)
   sequences = _join(batch['prompts'], batch['lengths'], gen.tokens, pad_id)
   lengths = batch['lengths']
   ref_logits = response_logits(models.policy, frozen['ref'], sequences, lengths, steps, tau)
@@ -143,8 +155,7 @@ def rollout(config, models: Models, params, frozen, batch, kl_coef, rng, ids) ->
   real = jnp.arange(sequences.shape[1])[None, :] <= (lengths + last)[:, None]
   raw = models.reward.apply({'params': frozen['reward']}, sequences, real.astype(jnp.int32))
   score = frozen['gain'] * raw + frozen['bias'] - r.missing_eos_penalty * (~has_eos)
-  kl = (gen.logprobs - ref_logprobs) * mask
-  rewards = -kl_coef * kl + jax.nn.one_hot(last, steps) * score[:, None]
+  rewards = shaped_rewards(gen.logprobs, ref_logprobs, mask, last, score, kl_coef)
   if r.whiten_rewards:
     rewards = whiten(rewards, mask, shift_mean=False)
   advantages, returns = gae(rewards, values, mask, r.gamma, r.lam)
@@ -454,9 +465,18 @@ def _updates(config, task: loop.Task, state: loop.State, checkpointer, writer, t
           checkpointer.wait()
           writer.text(step, 'preempted', f'saved update {step}; rerun the same command to resume.')
           return 'interrupted' if preemption.signal_name == 'SIGINT' else 'preempted'
+    _export_policy(config, checkpointer.directory, params, step)
     return 'finished'
   finally:
     preemption.restore()
+
+
+def _export_policy(config, checkpoints: str, params, step: int) -> None:
+  """<workdir>/policy: the policy alone as a params export, so sampling and evaluation read it as any GPT."""
+  path = os.path.join(os.path.dirname(os.path.abspath(checkpoints)), 'policy')
+  ckpt.export_params(path, params['policy'], step, config)
+  if jax.process_index() == 0:
+    print(f'policy written to {path} (sample or evaluate it with --workdir={path})', flush=True)
 
 
 def main(argv):
