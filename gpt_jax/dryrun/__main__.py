@@ -82,8 +82,8 @@ def main(argv):
     raise ConfigError('--config is required: e.g. --config=configs/gpt3.py:175b.')
   if not FLAGS.topology:
     raise ConfigError('--topology is required: e.g. --topology=v5p:4x4x4 or --topology=h100:1x8.')
-  if FLAGS.out and os.path.isdir(FLAGS.out):
-    raise ConfigError(f'--out={FLAGS.out} is a directory: give a file name, e.g. --out=dryrun.json.')
+  if FLAGS.out and (os.path.isdir(FLAGS.out) or not os.path.isdir(os.path.dirname(os.path.abspath(FLAGS.out)))):
+    raise ConfigError(f'--out={FLAGS.out} must be a file in an existing directory, e.g. --out=dryrun.json.')
   target = targets.build(FLAGS.topology, FLAGS.num_slices)
   config = with_slices(config, FLAGS.num_slices)
   if FLAGS.search:
