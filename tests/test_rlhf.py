@@ -130,11 +130,12 @@ def test_the_reward_is_read_at_eos_whatever_the_padding():
   params = gm.init_params(model, jax.random.key(3))
   eos, pad = 256, 257
   rows = [[eos], [97, 98, eos], list(range(97, 97 + 15)) + [eos], list(range(97, 97 + 16))]  # EOS first/mid/last/none
-  for row in rows:
+  tokens = jnp.array([row + [pad] * (16 - len(row)) for row in rows])
+  mask = jnp.array([[1] * len(row) + [0] * (16 - len(row)) for row in rows])
+  padded = jax.jit(lambda p, t, m: model.apply({'params': p}, t, m))(params, tokens, mask)
+  for row, score in zip(rows, padded):
     alone = model.apply({'params': params}, jnp.array([row]))[0]
-    tokens = jnp.array([row + [pad] * (16 - len(row))])
-    mask = jnp.array([[1] * len(row) + [0] * (16 - len(row))])
-    np.testing.assert_allclose(model.apply({'params': params}, tokens, mask)[0], alone, rtol=1e-5)
+    np.testing.assert_allclose(score, alone, rtol=1e-5)
 
 
 def test_classifier_framing_pair_symmetry_and_lm_coefficient(data_dir):
@@ -148,7 +149,7 @@ def test_classifier_framing_pair_symmetry_and_lm_coefficient(data_dir):
   a, b = _loss(task)(params, rows), _loss(task)(params, swapped)
   np.testing.assert_allclose(a[2]['cls_loss'], b[2]['cls_loss'], rtol=1e-5)  # both orders, summed
   no_lm_config = _config('classify', data_dir, **{'rlhf.lm_coef': 0.0})
-  no_lm = jax.jit(lambda p, b: classify.loss_fn(no_lm_config, 'text_pair', 2)(p, b, None, False, {}))(params, rows)
+  no_lm = jax.jit(lambda p, b: classify.loss_fn(no_lm_config, 'text_pair', 2)(p, b, jax.random.key(0), False, {}))(params, rows)
   np.testing.assert_allclose(no_lm[0], a[2]['cls_loss'], rtol=1e-5)
   np.testing.assert_allclose(a[0], a[2]['cls_loss'] + 0.5 * a[2]['lm_loss'], rtol=1e-5)
 
