@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+import os
 import sys
 
 import jax
@@ -40,6 +41,9 @@ def prepare(config):
                       f'from --config.rlhf.init_from={config.train.init_from}.')
   config = config.copy_and_resolve_references()
   if r.init_from:
+    if not os.path.isdir(r.init_from):
+      raise ConfigError(f'rlhf.init_from={r.init_from!r} is not a directory: give the run (or export) the stage '
+                        f'starts from, e.g. --config.rlhf.init_from=runs/sft.')
     base = ckpt.load_config(r.init_from)
     for name, value in base.model.items():
       if name not in STAGE_MODEL_FIELDS:
