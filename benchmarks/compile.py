@@ -30,17 +30,17 @@ flags.DEFINE_bool('table', False, 'compile every GPT-3 row and print the docs/dr
 flags.DEFINE_list('sizes', ['125m', '350m', '760m', '1.3b', '2.7b', '6.7b', '13b', '175b'], 'GPT-3 rows.')
 flags.DEFINE_list('platforms', ['tpu', 'gpu'], 'which targets of each row: tpu, gpu.')
 
-# size: {platform: (topology, (data, fsdp, tensor) within a slice or node, remat)}: FSDP across the slice or all
-# nodes, tensor parallelism where a batch shard would be less than a row, GPT-3's save_dots remat.
+# size: {platform: (topology, (data, fsdp, tensor), remat)}: FSDP across the slice or all GPUs of all nodes (one
+# flat axis), tensor parallelism where a batch shard would be less than a row, GPT-3's save_dots remat.
 LADDER = {
     '125m': {'tpu': ('v5e:2x2', (1, 4, 1), 'save_dots'), 'gpu': ('h100:1x8', (1, 8, 1), 'save_dots')},
     '350m': {'tpu': ('v5e:2x2', (1, 4, 1), 'save_dots'), 'gpu': ('h100:1x8', (1, 8, 1), 'save_dots')},
     '760m': {'tpu': ('v5e:2x4', (1, 8, 1), 'save_dots'), 'gpu': ('h100:1x8', (1, 8, 1), 'save_dots')},
     '1.3b': {'tpu': ('v5e:4x4', (1, 16, 1), 'save_dots'), 'gpu': ('h100:1x8', (1, 8, 1), 'save_dots')},
-    '2.7b': {'tpu': ('v6e:4x4', (1, 16, 1), 'save_dots'), 'gpu': ('h100:2x8', (1, 8, 1), 'save_dots')},
-    '6.7b': {'tpu': ('v6e:8x8', (1, 64, 1), 'save_dots'), 'gpu': ('h100:4x8', (1, 8, 1), 'save_dots')},
-    '13b': {'tpu': ('v5p:4x4x4', (1, 64, 1), 'save_dots'), 'gpu': ('h100:8x8', (1, 8, 1), 'save_dots')},
-    '175b': {'tpu': ('v5p:8x8x16', (1, 256, 4), 'save_dots'), 'gpu': ('h100:64x8', (1, 8, 1), 'full')},
+    '2.7b': {'tpu': ('v6e:4x4', (1, 16, 1), 'save_dots'), 'gpu': ('h100:2x8', (1, 16, 1), 'save_dots')},
+    '6.7b': {'tpu': ('v6e:8x8', (1, 64, 1), 'save_dots'), 'gpu': ('h100:4x8', (1, 32, 1), 'save_dots')},
+    '13b': {'tpu': ('v5p:4x4x4', (1, 64, 1), 'save_dots'), 'gpu': ('h100:8x8', (1, 64, 1), 'save_dots')},
+    '175b': {'tpu': ('v5p:8x8x16', (1, 256, 4), 'save_dots'), 'gpu': ('h100:64x8', (1, 512, 1), 'full')},
 }
 HEADER = ('| model | target | mesh (data x fsdp x tensor) | remat | microbatches | memory per chip | fits | '
           'compile s | MFU ceiling |\n|---|---|---|---|---|---|---|---|---|')
@@ -48,11 +48,10 @@ HEADER = ('| model | target | mesh (data x fsdp x tensor) | remat | microbatches
 
 def fewest_microbatches(config, topology: str, mesh_split, remat: str) -> analyse.Report:
   """The first microbatch count (of those dividing a batch shard's rows) at which the step fits, else the last
-  refusal. GPU nodes join over the network as more FSDP (mesh.dcn_fsdp = nodes) and use cuDNN attention."""
+  refusal. GPU targets use cuDNN attention."""
   target = targets.build(topology)
   if target.chip.platform == 'gpu':
     config = config.copy_and_resolve_references()
-    config.mesh.dcn_fsdp = target.slices
     config.model.attention_impl = 'cudnn'
   shards = math.prod(mesh_split[:2]) * config.mesh.dcn_data * config.mesh.dcn_fsdp
   rows = config.train.batch_tokens // config.model.context // shards

@@ -85,7 +85,8 @@ def main(argv):
   if FLAGS.out and (os.path.isdir(FLAGS.out) or not os.path.isdir(os.path.dirname(os.path.abspath(FLAGS.out)))):
     raise ConfigError(f'--out={FLAGS.out} must be a file in an existing directory, e.g. --out=dryrun.json.')
   target = targets.build(FLAGS.topology, FLAGS.num_slices)
-  config = with_slices(config, FLAGS.num_slices)
+  if target.chip.platform == 'tpu':
+    config = with_slices(config, FLAGS.num_slices)
   if FLAGS.search:
     ranking = search_lib.search(config, target, progress=lambda r: print(search_lib.row(r), flush=True))
     print(search_lib.summary(ranking))

@@ -71,6 +71,10 @@ def target_mesh(config, target: Target):
     raise ConfigError(f'--topology={target.name} ({len(target.devices)} devices in {target.slices} '
                       f'{"slice" if target.chip.platform == "tpu" else "node"}(s)) does not fit the mesh: '
                       f'{str(error).rstrip(".")}; change --config.mesh.* or --num_slices.') from None
+  except ValueError as error:  # jax's hybrid mesh: GPU devices carry one slice_index for every node
+    raise ConfigError(f'--topology={target.name}: mesh.dcn_data / mesh.dcn_fsdp cannot split these devices '
+                      f'({str(error).rstrip(".")}); span the nodes with mesh.data or mesh.fsdp instead, e.g. '
+                      f'--config.mesh.fsdp=-1.') from None
 
 
 def compile_step(config, target: Target) -> Report:
