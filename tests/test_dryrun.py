@@ -153,6 +153,10 @@ def test_a_gpu_node_compiles_with_cudnn_attention_and_writes_json(tmp_path):
   # The executable built on this CPU host calls cuDNN's fused attention: the mesh's platform chose it.
   assert report['attention'] == 'cudnn' and report['chip'].startswith('NVIDIA H100')
   assert report['fits'] and report['memory']['total'] > 0 and report['devices'] == 8
+  # XLA gives no cost analysis for a GPU; the HLO's matmuls and cuDNN attention stand in, near flops.py's figure
+  # (cuDNN's backward recomputes the attention scores: 14 attention matmul units where flops.py counts 12).
+  assert report['flops']['source'] == 'hlo matmuls'
+  assert report['flops']['compiled_step'] == pytest.approx(report['flops']['model'], rel=0.05)
   assert 'fits' in result.stdout and 'Could not find cuda drivers' not in result.stderr
 
 

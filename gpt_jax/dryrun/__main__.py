@@ -1,8 +1,8 @@
 """python -m gpt_jax.dryrun: compile a config's training step for a topology this host does not have.
 
-    python -m gpt_jax.dryrun --config=configs/gpt3.py:175b --topology=v5p:8x8x16 \
-        --config.mesh.fsdp=256 --config.mesh.tensor=4 --config.train.microbatches=6 [--out=dryrun.json]
-    python -m gpt_jax.dryrun --config=configs/gpt3.py:6.7b --topology=h100:2x8 --search
+    python -m gpt_jax.dryrun --config=configs/gpt3.py:175b --topology=v5p:8x8x16 \\
+        --config.mesh.fsdp=256 --config.mesh.tensor=4 --config.train.microbatches=2 [--out=dryrun.json]
+    python -m gpt_jax.dryrun --config=configs/gpt3.py:13b --topology=v5p:4x4x4 --search
 
 Prints memory per chip against HBM, whether it fits, FLOPs against flops.py, collective bytes, the roofline bound
 and compile time; --out also writes them as JSON (after the compile, so a refused run writes nothing).
@@ -63,7 +63,9 @@ def describe(report: analyse.Report) -> str:
     f = report.flops
     counted = (f'XLA counts {f["compiled"]:.3g} (loop bodies once; the model counted so: '
                f'{f["model_as_counted"]:.3g}), {f["compiled_step"]:.3g} for the whole step: x{f["ratio"]:.2f} the '
-               f'model' if f['compiled'] else 'XLA gives no cost analysis for this target')
+               f'model' if f['compiled'] else
+               f'XLA gives no cost analysis here; the HLO\'s matmuls and cuDNN attention are {f["compiled_step"]:.3g}: '
+               f'x{f["ratio"]:.2f} the model')
     lines.append(f'FLOPs per chip per step: model {f["model"]:.3g} (flops.py); {counted}')
     traffic = ', '.join(f'{kind} {b / GIB:.2f}' for kind, b in sorted(report.collectives.items())) or 'none'
     accessed = f'{report.bytes_accessed / GIB:.2f} GiB' if report.bytes_accessed is not None else 'not given'

@@ -45,7 +45,7 @@ class Report:
   verdict: str  # one sentence
   hbm_bytes: float
   memory: dict | None = None  # argument, output, alias, temp, code, total
-  flops: dict | None = None  # model (flops.py), model_as_counted, compiled (XLA), compiled_step, ratio
+  flops: dict | None = None  # model (flops.py), model_as_counted, compiled (XLA), compiled_step, ratio, source
   bytes_accessed: float | None = None  # XLA's count (loop bodies once)
   collectives: dict | None = None  # kind -> bytes per step (loops unrolled)
   roofline: dict | None = None  # compute_s, memory_s, collective_s, step_s, mfu_ceiling
@@ -134,12 +134,15 @@ def _read_compiled(report: Report, compiled, config, model_flops: float, target:
   share = memory['total'] / report.hbm_bytes
   report.verdict = (f'{"fits" if report.fits else "does not fit"}: {memory["total"] / GIB:.2f} GiB per chip of '
                     f'{report.hbm_bytes / GIB:.1f} GiB HBM ({share:.0%}).')
+  text = compiled.as_text() or ''
   cost = compiled.cost_analysis() or {}  # XLA gives none for a GPU compiled without one
   counted, whole = loop_scaled_flops(config, model_flops, cost.get('flops'))
+  if whole is None:  # count the matmuls in the HLO instead, loops unrolled
+    whole = hlo.matmul_flops(text) or None
   report.flops = dict(model=model_flops, model_as_counted=counted, compiled=cost.get('flops'), compiled_step=whole,
-                      ratio=whole / model_flops if whole else None)
+                      ratio=whole / model_flops if whole else None,
+                      source='xla cost analysis' if cost.get('flops') else 'hlo matmuls')
   report.bytes_accessed = cost.get('bytes accessed')
-  text = compiled.as_text() or ''
   report.collectives = hlo.collective_bytes(text)
   report.attention = 'cudnn' if '__cudnn$fmha' in text else 'xla'  # what the executable calls, not the config
   report.roofline = roofline(report, target)
@@ -168,7 +171,8 @@ def roofline(report: Report, target: Target) -> dict:
   compute: XLA's FLOPs scaled to the whole step (rematerialisation included), at least the model's, over the
   chip's peak; memory: XLA's bytes accessed (loop bodies counted once, so a lower bound) over HBM bandwidth;
   collectives: their result bytes with loops unrolled over the chip's ICI / NVLink bandwidth. Where XLA gives no
-  cost analysis (GPU targets) the compute term is the model FLOPs alone and the memory term is 0.
+  cost analysis (GPU targets) the compute term counts the HLO's matmuls and cuDNN attention (hlo.matmul_flops)
+  and the memory term is 0.
   """
   peak, _ = flops.device_peak_flops(target.devices[0])
   compute = max(report.flops['compiled_step'] or 0.0, report.flops['model']) / peak

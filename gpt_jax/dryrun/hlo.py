@@ -1,8 +1,10 @@
-"""Collective traffic of a compiled program, read from its HLO text with loop trip counts applied.
+"""Collective traffic and matmul FLOPs of a compiled program, read from its HLO text with loop trip counts applied.
 
 XLA's cost analysis counts the body of a while loop once, so a scanned stack of 96 layers shows one layer's
 all-gathers. Here every computation gets the number of times it runs per call of the program (the product of the
-known trip counts of the loops around it), and each collective's result bytes are counted that many times.
+known trip counts of the loops around it), and each collective's result bytes are counted that many times. The
+matmul count (dots and cuDNN fused attention) stands in for the cost analysis XLA does not give for a GPU
+executable compiled without a device.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ _KNOWN_TRIP = re.compile(r'"known_trip_count":\{"n":"(\d+)"')
 _CONSTANT = re.compile(r'= [su](?:32|64)\[\][^=]*? constant\((\d+)\)')
 _OP = re.compile(r'=\s*(.*?)\s(' + '|'.join(COLLECTIVES) + r')(-start)?\(')
 _ARRAY = re.compile(r'\b([a-z]+\d*)\[([\d,]*)\]')
+_RESULT = re.compile(r'^\s*(?:ROOT )?%([\w.\-]+) = [a-z]+\d*\[([\d,]*)\]')
+_PARAM = re.compile(r'([\w.\-]+): [a-z]+\d*\[([\d,]*)\]')
+_DOT = re.compile(r'= [a-z]+\d*\[([\d,]*)\]\S* dot\(%([\w.\-]+), .*?lhs_contracting_dims=\{([\d,]*)\}')
+_FMHA = re.compile(r'custom_call_target="__cudnn\$fmha\w*?(Backward)?"')
+_FMHA_SHAPE = re.compile(r'"intermediate_tensor_shape":\s*\{[^}]*?"dimensions":\s*\["(\d+)",\s*"(\d+)",\s*"(\d+)",\s*'
+                         r'"(\d+)"\]')
 
 
 def shape_bytes(shape: str) -> int:
@@ -28,6 +36,10 @@ def shape_bytes(shape: str) -> int:
   sizes = [_DTYPE_BYTES[dtype] * math.prod(int(d) for d in dims.split(',') if d)
            for dtype, dims in _ARRAY.findall(shape) if dtype in _DTYPE_BYTES]
   return max(sizes, default=0)
+
+
+def _dims(text: str) -> list[int]:
+  return [int(d) for d in text.split(',') if d]
 
 
 def computations(text: str) -> tuple[dict[str, list[str]], str | None]:
@@ -101,3 +113,35 @@ def collective_bytes(text: str) -> dict[str, int]:
       if op and counts.get(name):
         totals[op.group(2)] += counts[name] * shape_bytes(op.group(1))
   return dict(totals)
+
+
+def _matmul_flops(header: str, lines: list[str]) -> float:
+  """FLOPs of one computation's dots (2 x output x contracted size) and cuDNN attention calls (forward: 2 matmuls
+  of batch x heads x queries x keys x head size; backward: 5, with the recomputed scores)."""
+  shapes = {name: _dims(dims) for name, dims in _PARAM.findall(header)}
+  total = 0.0
+  for line in lines:
+    result = _RESULT.match(line)
+    if result:
+      shapes[result.group(1)] = _dims(result.group(2))
+    dot = _DOT.search(line)
+    if dot and dot.group(2) in shapes:
+      contracted = math.prod(shapes[dot.group(2)][int(c)] for c in _dims(dot.group(3)))
+      total += 2 * math.prod(_dims(dot.group(1))) * contracted
+    fmha, scores = _FMHA.search(line), _FMHA_SHAPE.search(line)
+    if fmha and scores:
+      head_dim = _dims(_ARRAY.search(line.split('=', 1)[1]).group(2))[-1]
+      total += (10 if fmha.group(1) else 4) * math.prod(int(d) for d in scores.groups()) * head_dim
+  return total
+
+
+def matmul_flops(text: str) -> float:
+  """FLOPs per execution of the program's dots and cuDNN attention, loops unrolled by their trip counts."""
+  headers = {}
+  for line in text.splitlines():
+    header = _HEADER.match(line)
+    if header and not line.startswith(' '):
+      headers[header.group(2)] = line
+  bodies, _ = computations(text)
+  counts = executions(text)
+  return sum(counts.get(name, 0) * _matmul_flops(headers[name], lines) for name, lines in bodies.items())
