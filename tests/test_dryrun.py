@@ -17,7 +17,6 @@ from gpt_jax.dryrun import analyse
 from gpt_jax.dryrun import hlo
 from gpt_jax.dryrun import search
 from gpt_jax.dryrun import targets
-from gpt_jax.dryrun.__main__ import with_slices
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A model of 0.1M parameters whose 2048-token rows of 50257-way logits cannot fit 16 GiB at 64 rows per chip.
@@ -39,7 +38,7 @@ def test_a_tiny_step_compiles_for_a_tpu_slice_with_memory_and_flops():
 
 
 def test_two_slices_put_data_parallelism_across_them():
-  config = with_slices(gcfg.load_config_file('configs/tiny.py:nano'), 2)
+  config = analyse.with_slices(gcfg.load_config_file('configs/tiny.py:nano'), 2)
   report = analyse.compile_step(config, targets.build('v5e:2x2', num_slices=2))
   assert report.devices == 8 and report.slices == 2 and report.mesh == {'data': 2, 'fsdp': 4, 'tensor': 1}
   assert report.fits and report.memory['total'] > 0 and report.flops['compiled'] > 0

@@ -35,19 +35,6 @@ flags.DEFINE_bool('search', False, 'find the cheapest setting that fits (mesh sp
 flags.DEFINE_string('out', None, 'also write the report as JSON here.')
 
 
-def with_slices(config, num_slices: int):
-  """config with the mesh's DCN axes spanning num_slices (dcn_data, unless the config already spans them)."""
-  ms = config.mesh
-  if ms.dcn_data * ms.dcn_fsdp == num_slices:
-    return config
-  if ms.dcn_data * ms.dcn_fsdp != 1:
-    raise ConfigError(f'--num_slices={num_slices} does not match mesh.dcn_data x mesh.dcn_fsdp = '
-                      f'{ms.dcn_data * ms.dcn_fsdp}: make them multiply to {num_slices}.')
-  config = config.copy_and_resolve_references()
-  config.mesh.dcn_data = num_slices
-  return config
-
-
 def describe(report: analyse.Report) -> str:
   """The report in a few lines for a person."""
   mesh = ' '.join(f'{axis}={size}' for axis, size in report.mesh.items())
@@ -88,7 +75,7 @@ def main(argv):
     raise ConfigError(f'--out={FLAGS.out} must be a file in an existing directory, e.g. --out=dryrun.json.')
   target = targets.build(FLAGS.topology, FLAGS.num_slices)
   if target.chip.platform == 'tpu':
-    config = with_slices(config, FLAGS.num_slices)
+    config = analyse.with_slices(config, FLAGS.num_slices)
   if FLAGS.search:
     ranking = search_lib.search(config, target, progress=lambda r: print(search_lib.row(r), flush=True))
     print(search_lib.summary(ranking))

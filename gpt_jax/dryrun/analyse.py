@@ -77,6 +77,19 @@ def target_mesh(config, target: Target):
                       f'--config.mesh.fsdp=-1.') from None
 
 
+def with_slices(config, num_slices: int):
+  """config with the mesh's DCN axes spanning num_slices (dcn_data, unless the config already spans them)."""
+  ms = config.mesh
+  if ms.dcn_data * ms.dcn_fsdp == num_slices:
+    return config
+  if ms.dcn_data * ms.dcn_fsdp != 1:
+    raise ConfigError(f'--num_slices={num_slices} does not match mesh.dcn_data x mesh.dcn_fsdp = '
+                      f'{ms.dcn_data * ms.dcn_fsdp}: make them multiply to {num_slices}.')
+  config = config.copy_and_resolve_references()
+  config.mesh.dcn_data = num_slices
+  return config
+
+
 def compile_step(config, target: Target) -> Report:
   """Lowers and compiles plan(config).step_fn for target and reports on it."""
   mesh = target_mesh(config, target)
