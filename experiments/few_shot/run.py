@@ -1,0 +1,134 @@
+"""GPT-3's few-shot sweep at CPU scale: model sizes x K demonstrations x demonstration seeds, on in-context tasks
+and GPT-3's random insertion and 2D+, with a shuffled-label control; accuracy and mean target log-prob with
+standard errors, as JSON and CSV, and with --plots=<dir> the accuracy-vs-K (GPT-3 Figure 1.2) and vs-size plots.
+
+    python -m experiments.few_shot.run --table=experiments/scaling_laws/results/runs.csv \
+        --runs_root=experiments/scaling_laws/runs/cpu --output=experiments/few_shot/results/results.json \
+        --plots=experiments/few_shot/plots
+
+The models are the scaling sweep's checkpoints: per model shape, its finished run with the lowest validation loss.
+A standard error is over test items, each item's score first averaged over the demonstration seeds (K = 0 has no
+demonstrations and runs once).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+
+import numpy as np
+from absl import flags
+
+from gpt_jax import cli
+from gpt_jax.config import ConfigError
+from gpt_jax.data import sources
+from gpt_jax.data import tokenizer as tok_lib
+from gpt_jax.eval import fewshot
+from gpt_jax.eval import tasks as tasks_lib
+from experiments.few_shot import tasks as fs_tasks
+
+flags.DEFINE_string('table', None, 'the scaling sweep\'s runs CSV (python -m gpt_jax.sweep collect).')
+flags.DEFINE_string('runs_root', None, 'the directory holding the sweep\'s run workdirs.')
+flags.DEFINE_string('output', None, 'results JSON to write (a CSV of the same rows is written beside it).')
+flags.DEFINE_string('plots', None, 'directory for the PNGs; empty: no plots.')
+flags.DEFINE_integer('n', fs_tasks.N_TEST, 'test items per task.')
+flags.DEFINE_list('seeds', ['1234', '1', '2'], 'demonstration seeds.')
+FLAGS = flags.FLAGS
+K_VALUES = (0, 1, 2, 4, 6, 8)
+
+
+def pick_models(table: str, root: str) -> list[dict]:
+  """Per model shape, the finished run with the lowest final validation loss, smallest model first."""
+  if not table or not os.path.isfile(table):
+    raise ConfigError(f'--table={table!r} is not a file: pass the scaling sweep\'s runs CSV.')
+  if not root or not os.path.isdir(root):
+    raise ConfigError(f'--runs_root={root!r} is not a directory: pass the directory of the sweep\'s workdirs.')
+  with open(table, encoding='utf-8') as f:
+    rows = [r for r in csv.DictReader(f) if r['state'] == 'finished']
+  best = {}
+  for r in rows:
+    shape = (r['n_layers'], r['d_model'])
+    if shape not in best or float(r['final_eval_loss']) < float(best[shape]['final_eval_loss']):
+      best[shape] = r
+  models = sorted(best.values(), key=lambda r: int(r['params_non_embedding']))
+  if not models:
+    raise ConfigError(f'--table={table} holds no finished run.')
+  for r in models:
+    r['workdir'] = os.path.join(root, r['run'])
+  return models
+
+
+def score(task, k: int, scorer, tokenizer, seeds: list[int], n: int) -> dict:
+  """Accuracy and target log-prob of task at K, per item averaged over the demonstration seeds."""
+  acc, loglik, truncated = [], [], 0
+  for seed in seeds if k else seeds[:1]:
+    report = fewshot.evaluate(task, k, scorer=scorer, sampler=None, tokenizer=tokenizer, seed=seed, limit=n,
+                              log_samples=True)
+    acc.append([float(s['is_greedy']) for s in report['samples']])
+    loglik.append([s['loglikelihood'] for s in report['samples']])
+    truncated += report['truncated']
+  out = dict(truncated=truncated, seeds=len(acc))
+  for name, values in (('acc', acc), ('loglik', loglik)):
+    per_item = np.mean(values, axis=0)
+    out[name] = float(per_item.mean())
+    out[f'{name}_se'] = float(per_item.std(ddof=1) / np.sqrt(per_item.size))
+  return out
+
+
+def evaluate_model(model: dict, loaded: dict, seeds: list[int], n: int) -> list[dict]:
+  config, module, params, _, mesh = cli.load_model(None, model['workdir'], 'checkpoint')
+  tokenizer = tok_lib.load(config.data)
+  scorer = fewshot.Scorer(module, params, config.model.context, batch_tokens=16384, mesh=mesh)
+  rows = []
+  for name, task in loaded.items():
+    base = name.removesuffix('_shuffled')
+    for k in (k for k in K_VALUES if k <= fs_tasks.MAX_K[base] and (k or name == base)):
+      result = score(task, k, scorer, tokenizer, seeds, n)
+      rows.append(dict(model=model['run'], params_non_embedding=int(model['params_non_embedding']),
+                       params_total=int(model['params_total']), eval_loss=float(model['final_eval_loss']),
+                       task=base, control=name != base, k=k, **result))
+  return rows
+
+
+def main(argv):
+  del argv
+  if not FLAGS.output:
+    raise ConfigError('--output is required, e.g. --output=experiments/few_shot/results/results.json.')
+  try:
+    seeds = [int(s) for s in FLAGS.seeds]
+  except ValueError:
+    raise ConfigError(f'--seeds={",".join(FLAGS.seeds)} must be integers, e.g. --seeds=1234,1,2.') from None
+  models = pick_models(FLAGS.table, FLAGS.runs_root)
+  first = cli.load_model(None, models[0]['workdir'], 'checkpoint')[0]
+  words = fs_tasks.short_words(sources.open_source('stdlib', first.data.data_dir).texts('train'))
+  task_dir = os.path.join(FLAGS.runs_root, 'few_shot_tasks')
+  loaded = {name: tasks_lib.load_task(path) for name, path in fs_tasks.write_all(task_dir, words).items()}
+  rows, timing = [], {}
+  for model in models:
+    start = time.time()
+    rows += evaluate_model(model, loaded, seeds, FLAGS.n)
+    timing[model['run']] = round(time.time() - start, 1)
+    print(f'{model["run"]}: {timing[model["run"]]} s', flush=True)
+  write(rows, dict(models=[m['run'] for m in models], seeds=seeds, n=FLAGS.n, seconds=timing))
+  if FLAGS.plots:
+    from experiments.few_shot import plots  # matplotlib only when plotting
+    for path in plots.draw_all(FLAGS.plots, rows):
+      print(f'wrote {path}')
+  return 0
+
+
+def write(rows: list[dict], settings: dict) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+  with open(FLAGS.output, 'w', encoding='utf-8') as f:
+    json.dump(dict(settings, rows=rows), f, indent=2)
+  with open(os.path.splitext(FLAGS.output)[0] + '.csv', 'w', newline='', encoding='utf-8') as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  print(f'wrote {FLAGS.output} ({len(rows)} rows)')
+
+
+if __name__ == '__main__':
+  cli.run_main(main)
