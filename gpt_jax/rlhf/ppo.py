@@ -441,6 +441,8 @@ def _updates(config, task: loop.Task, state: loop.State, checkpointer, writer, t
   preemption = loop.Preemption()
   try:
     with gs.activation_context(p.mesh):
+      if task.eval_batches and step == 0:  # the SFT policy's own pretraining loss, the baseline PPO-ptx guards
+        writer.write(0, loop.evaluate(p.eval_fn, params, task, p.mesh), 0, prefix='eval')
       while step < updates:
         start = time.perf_counter()
         batch = _batch(config, streams, p.mesh)
