@@ -198,14 +198,19 @@ class TrainStream:
 
   def restore(self, state: dict) -> None:
     """Continues from a state() of a stream with the same data config (any process count)."""
-    for key, value in self._identity.items():
-      if state.get(key) != value:
-        raise ConfigError(f'the data state to restore was saved with {key}={state.get(key)!r} but this run has '
-                          f'{key}={value!r}: resume with the data config and data the checkpoint was trained on.')
+    check_identity(self._identity, state)
     position = state.get('position')
     if not isinstance(position, int) or position < 0:
       raise ValueError(f'data state position={position!r} is not a non-negative integer.')
     self._position = position
+
+
+def check_identity(identity: dict, state: dict) -> None:
+  """Refuses, in one sentence, a saved stream state whose source, order or shapes differ from this stream's."""
+  for key, value in identity.items():
+    if state.get(key) != value:
+      raise ConfigError(f'the data state to restore was saved with {key}={state.get(key)!r} but this run has '
+                        f'{key}={value!r}: resume with the data config and data the checkpoint was trained on.')
 
 
 def eval_batches(config, num_batches: int, global_batch_size: int, process_index: int | None = None,

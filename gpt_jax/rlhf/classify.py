@@ -17,15 +17,12 @@ import jax.numpy as jnp
 from absl import flags
 
 from gpt_jax import cli
-from gpt_jax import flops
-from gpt_jax import loop
 from gpt_jax import losses
 from gpt_jax.heads import Classifier
 from gpt_jax.rlhf import data as rdata
 from gpt_jax.rlhf import stage
 from gpt_jax.rlhf import toy
 
-FLAGS = flags.FLAGS
 cli.define_workdir_flag()
 
 
@@ -80,22 +77,9 @@ def build_task(config):
     raise rdata.DataError(f'held-out items have {held_out["tokens"].shape[1]} sequences each, training items '
                           f'{sequences}: give both the same number of choices.')
   tokens_per_row = sequences * config.model.context
-  config = stage.with_epochs(config, stage.n_rows(train_rows), tokens_per_row)
-  module = Classifier(config.model, classes)
-  task = loop.Task(module=module, loss_fn=loss_fn(config, data.format, classes),
-                   train_stream=stage.stream(config, train_rows, data), tokens_per_row=tokens_per_row,
-                   flops_per_row=tokens_per_row * flops.flops_per_token(config.model),
-                   eval_batches=stage.eval_batches(config, held_out, tokens_per_row),
-                   init_params=stage.pretrained(config, module))
-  return config, task, data
-
-
-def main(argv):
-  del argv
-  cli.check_workdir(FLAGS.workdir)
-  config, task, data = build_task(stage.prepare(cli.config_from_flags()))
-  return stage.train(config, FLAGS.workdir, task, data, task.train_stream.n)[0]
+  return (*stage.make_task(config, data, train_rows, held_out, tokens_per_row, Classifier(config.model, classes),
+                           loss_fn(config, data.format, classes)), data)
 
 
 if __name__ == '__main__':
-  cli.run_main(main, 'configs/rlhf.py:classify')
+  cli.run_main(stage.main_for(build_task, flags.FLAGS['workdir']), 'configs/rlhf.py:classify')

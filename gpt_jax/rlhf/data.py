@@ -32,6 +32,7 @@ import os
 import numpy as np
 
 from gpt_jax.config import ConfigError
+from gpt_jax.data import pipeline
 from gpt_jax.data import sources
 
 ALPACA = ('Below is an instruction that describes a task, paired with an input that provides further context. '
@@ -427,10 +428,7 @@ class RowStream:
     return {'position': self._position, **self._identity}
 
   def restore(self, state: dict) -> None:
-    for key, value in self._identity.items():
-      if state.get(key) != value:
-        raise ConfigError(f'the data state to restore was saved with {key}={state.get(key)!r} but this run has '
-                          f'{key}={value!r}: resume with the data and rlhf settings the checkpoint was trained on.')
+    pipeline.check_identity(self._identity, state)
     self._position = int(state['position'])
 
 

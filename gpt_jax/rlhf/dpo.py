@@ -17,8 +17,6 @@ import numpy as np
 from absl import flags
 
 from gpt_jax import cli
-from gpt_jax import flops
-from gpt_jax import loop
 from gpt_jax import losses
 from gpt_jax import model as gm
 from gpt_jax import sharding as gs
@@ -117,7 +115,6 @@ def build_task(config):
   train_rows = rows_of(data.train)
   held_out = rows_of(data.held_out) if data.held_out is not None else None
   tokens_per_row = 2 * context
-  config = stage.with_epochs(config, stage.n_rows(train_rows), tokens_per_row)
   mesh = gs.make_mesh(config.mesh)
   module = gm.GPTLM(config.model)
   if r.init_from:
@@ -133,12 +130,8 @@ def build_task(config):
       held_out['ref_logps'] = reference_logps(config, ref, held_out, mesh)
     frozen = {}
   # The reference's forward pass is a third of a training row's FLOPs, counted only when it runs in the step.
-  row_flops = tokens_per_row * flops.flops_per_token(config.model) * (1.0 if r.precompute_ref else 4 / 3)
-  task = loop.Task(module=module, loss_fn=loss_fn(config), train_stream=stage.stream(config, train_rows, data),
-                   tokens_per_row=tokens_per_row, flops_per_row=row_flops,
-                   eval_batches=stage.eval_batches(config, held_out, tokens_per_row),
-                   init_params=stage.pretrained(config, module), frozen=frozen)
-  return config, task, data
+  return (*stage.make_task(config, data, train_rows, held_out, tokens_per_row, module, loss_fn(config),
+                           1.0 if r.precompute_ref else 4 / 3, frozen), data)
 
 
 def main(argv):

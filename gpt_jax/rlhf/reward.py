@@ -23,8 +23,6 @@ from absl import flags
 
 from gpt_jax import checkpoint as ckpt
 from gpt_jax import cli
-from gpt_jax import flops
-from gpt_jax import loop
 from gpt_jax import model as gm
 from gpt_jax import sample
 from gpt_jax import sharding as gs
@@ -89,13 +87,8 @@ def build_task(config):
   train_rows = rows_of(data.train)
   held_out = rows_of(data.held_out) if data.held_out is not None else None
   tokens_per_row = r.max_responses * context
-  config = stage.with_epochs(config, stage.n_rows(train_rows), tokens_per_row)
-  module = RewardModel(config.model)
-  task = loop.Task(module=module, loss_fn=loss_fn(config), train_stream=stage.stream(config, train_rows, data),
-                   tokens_per_row=tokens_per_row, flops_per_row=tokens_per_row * flops.flops_per_token(config.model),
-                   eval_batches=stage.eval_batches(config, held_out, tokens_per_row),
-                   init_params=stage.pretrained(config, module))
-  return config, task, data
+  return (*stage.make_task(config, data, train_rows, held_out, tokens_per_row, RewardModel(config.model),
+                           loss_fn(config)), data)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -12,15 +12,12 @@ from __future__ import annotations
 from absl import flags
 
 from gpt_jax import cli
-from gpt_jax import flops
-from gpt_jax import loop
 from gpt_jax import losses
 from gpt_jax import model as gm
 from gpt_jax.rlhf import data as rdata
 from gpt_jax.rlhf import stage
 from gpt_jax.rlhf import toy
 
-FLAGS = flags.FLAGS
 cli.define_workdir_flag()
 
 
@@ -34,22 +31,9 @@ def build_task(config):
     return rdata.sft_rows(examples, data.tokenizer, context, r.max_prompt_tokens, pack, data.counts)
   train_rows = rows_of(data.train, r.pack)
   held_out = rows_of(data.held_out, False) if data.held_out is not None else None
-  config = stage.with_epochs(config, stage.n_rows(train_rows), context)
-  module = gm.GPTLM(config.model)
-  task = loop.Task(module=module, loss_fn=losses.lm_loss_fn(config),
-                   train_stream=stage.stream(config, train_rows, data), tokens_per_row=context,
-                   flops_per_row=context * flops.flops_per_token(config.model),
-                   eval_batches=stage.eval_batches(config, held_out, context),
-                   init_params=stage.pretrained(config, module))
-  return config, task, data
-
-
-def main(argv):
-  del argv
-  cli.check_workdir(FLAGS.workdir)
-  config, task, data = build_task(stage.prepare(cli.config_from_flags()))
-  return stage.train(config, FLAGS.workdir, task, data, task.train_stream.n)[0]
+  return (*stage.make_task(config, data, train_rows, held_out, context, gm.GPTLM(config.model),
+                           losses.lm_loss_fn(config)), data)
 
 
 if __name__ == '__main__':
-  cli.run_main(main, 'configs/rlhf.py:sft')
+  cli.run_main(stage.main_for(build_task, flags.FLAGS['workdir']), 'configs/rlhf.py:sft')

@@ -21,6 +21,7 @@ import numpy as np
 from gpt_jax import checkpoint as ckpt
 from gpt_jax import cli
 from gpt_jax import config as gcfg
+from gpt_jax import flops
 from gpt_jax import loop
 from gpt_jax import model as gm
 from gpt_jax import sharding as gs
@@ -166,6 +167,28 @@ def pretrained(config, module):
       print(f'initialised {", ".join(sorted(set(lm) & set(params)))} from {path}', flush=True)
     return {name: lm.get(name, value) for name, value in params.items()}
   return init_params
+
+
+def make_task(config, data: Data, rows: dict, held_out: dict | None, tokens_per_row: int, module, loss_fn,
+              flops_factor: float = 1.0, frozen=None) -> tuple:
+  """(config with the epoch budget applied, the stage's Task): rows streamed, held-out rows evaluated, module
+  initialised from rlhf.init_from; a row's FLOPs are flops_factor x a training pass over its tokens."""
+  config = with_epochs(config, n_rows(rows), tokens_per_row)
+  return config, loop.Task(module=module, loss_fn=loss_fn, train_stream=stream(config, rows, data),
+                           tokens_per_row=tokens_per_row,
+                           flops_per_row=tokens_per_row * flops.flops_per_token(config.model) * flops_factor,
+                           eval_batches=eval_batches(config, held_out, tokens_per_row),
+                           init_params=pretrained(config, module), frozen=frozen or {})
+
+
+def main_for(build_task, workdir_flag):
+  """The entry point of a stage whose build_task(config) -> (config, task, data): prepare, build, train."""
+  def main(argv):
+    del argv
+    cli.check_workdir(workdir_flag.value)
+    config, task, data = build_task(prepare(cli.config_from_flags()))
+    return train(config, workdir_flag.value, task, data, task.train_stream.n)[0]
+  return main
 
 
 def train(config, workdir: str, task: loop.Task, data: Data, rows: int) -> tuple[int, loop.Result | None]:
