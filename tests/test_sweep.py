@@ -230,3 +230,18 @@ def test_cli_errors_are_one_sentence_with_exit_2(tiny_sweep):
     command, kwargs = _sweep_cli(*args, capture_output=True, text=True)
     result = subprocess.run(command, **kwargs)
     assert result.returncode == 2 and message in result.stderr and 'Traceback' not in result.stderr, result.stderr
+
+
+def test_gpt3_ladder_sweep_reproduces_each_table_2_1_config():
+  runs = expand(load_sweep(os.path.join(REPO, 'experiments', 'scaling_laws', 'sweep_gpt3.py')))
+  sizes = ('125m', '350m', '760m', '1.3b', '2.7b', '6.7b', '13b', '175b')
+  assert len(runs) == len(sizes)
+  for run, size in zip(runs, sizes):
+    built = gcfg.load_config_file(run.config, run.overrides)
+    paper = gcfg.load_config_file(f'configs/gpt3.py:{size}')
+    assert built.model.to_dict() == paper.model.to_dict(), size
+    assert built.train.batch_tokens == paper.train.batch_tokens and built.optim.peak_lr == paper.optim.peak_lr
+    assert built.optim.ramp_tokens == paper.optim.ramp_tokens
+    assert 300e9 - paper.train.batch_tokens < built.train.total_tokens <= 300e9
+    assert built.optim.warmup_tokens == 375_000_000
+    assert built.optim.decay_tokens == built.train.total_tokens * 260 // 300

@@ -32,6 +32,10 @@ flags.DEFINE_string('plots', None, 'directory for the PNGs; empty: no plots.')
 flags.DEFINE_enum('params', 'total', scaling.PARAM_COUNTS, 'the parameter count of Approaches 1-3 (Chinchilla '
                   'counts total parameters); Approach 3 is also fitted with the other count for comparison.')
 flags.DEFINE_integer('bootstrap', 100, 'bootstrap replicates of each approach (0: none).')
+flags.DEFINE_integer('starts', None, 'L-BFGS starts of the Approach 3 fits: the grid points with the lowest '
+                     'objective (default: all 4,500 of Hoffmann et al.\'s grid).')
+flags.DEFINE_integer('bootstrap_starts', 64, 'L-BFGS starts of each Approach 3 bootstrap replicate (the grid points '
+                     'with the lowest objective on its resample, plus the full fit\'s optimum).')
 flags.DEFINE_integer('seed', 0, 'bootstrap seed.')
 FLAGS = flags.FLAGS
 COMPUTE_POINTS = (1e12, 1e15, 1e18, 5.76e23)  # 5.76e23: Chinchilla's own budget
@@ -91,7 +95,8 @@ def fit_all(rows: list[dict], curve_rows: list[dict]) -> tuple[dict, dict]:
         n, loss, budget, params=FLAGS.params, bootstrap=FLAGS.bootstrap, seed=FLAGS.seed))
   for count in (FLAGS.params, *(c for c in scaling.PARAM_COUNTS if c != FLAGS.params)):
     fits[f'approach3/{count}'] = attempt(results, f'approach3/{count}', lambda: scaling.fit_chinchilla(
-        counts[count], tokens, loss, params=count, seed=FLAGS.seed,
+        counts[count], tokens, loss, params=count, seed=FLAGS.seed, starts=FLAGS.starts,
+        bootstrap_starts=FLAGS.bootstrap_starts,
         bootstrap=FLAGS.bootstrap if count == FLAGS.params else 0))
   for name, fit in fits.items():
     if fit is not None:

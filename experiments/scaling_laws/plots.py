@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 from gpt_jax import scaling  # noqa: E402
 
@@ -19,6 +20,9 @@ SIZE = (5.2, 3.8)
 
 
 def _save(fig, directory: str, name: str) -> str:
+  for ax in fig.axes:  # minor-tick labels of log axes spanning less than a decade overlap
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
   path = os.path.join(directory, name)
   fig.tight_layout()
   fig.savefig(path, dpi=DPI)

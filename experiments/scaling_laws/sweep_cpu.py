@@ -38,5 +38,5 @@ def get_sweep():
                  'train.eval_batches': 8, 'train.log_every': 50, 'train.sample_tokens': 0,
                  'checkpoint.every_steps': 250},
       evals_per_run=8,
-      keep=lambda run: 1 <= run.tokens / run.params_total <= 400,
+      keep=lambda run: 1 <= run.tokens / run.params_total <= 3500,
   )

@@ -26,18 +26,20 @@ from gpt_jax.config import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class Shape:
-  """One model shape; d_head None keeps d_model // n_heads."""
+  """One model shape; d_head None keeps d_model // n_heads, d_ff None is 4 d_model (whatever the base config says)."""
   n_layers: int
   d_model: int
   n_heads: int
   d_head: int | None = None
+  d_ff: int | None = None
 
   @property
   def name(self) -> str:
     return f'l{self.n_layers}-d{self.d_model}-h{self.n_heads}'
 
   def overrides(self) -> dict:
-    out = {'model.n_layers': self.n_layers, 'model.d_model': self.d_model, 'model.n_heads': self.n_heads}
+    out = {'model.n_layers': self.n_layers, 'model.d_model': self.d_model, 'model.n_heads': self.n_heads,
+           'model.d_ff': self.d_ff or 4 * self.d_model}
     return out | ({'model.d_head': self.d_head} if self.d_head else {})
 
 
@@ -69,6 +71,7 @@ class Sweep:
   learning_rates: Sequence[float] | Callable[[Shape], float] = ()  # () keeps the config's optim.peak_lr
   seeds: Sequence[int] = (0,)
   overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # --config.<key> for every run
+  per_shape: Callable[[Shape], Mapping[str, Any]] | None = None  # overrides that follow the shape (batch, lr)
   schedule: Callable[[int], Mapping[str, Any]] | None = None  # overrides that follow a run's token budget
   evals_per_run: int = 0  # sets train.eval_every so each run evaluates this often (0: the config's eval_every)
   keep: Callable[['Run'], bool] | None = None  # drops runs (e.g. tokens per parameter far from the frontier)
@@ -198,8 +201,8 @@ def _budget_tag(sweep: Sweep, budget: float) -> str:
 def _make_run(sweep: Sweep, shape: Shape, budget: float, lr: float | None, seed: int) -> Run:
   name = f'{shape.name}-{_budget_tag(sweep, budget)}' + (f'-lr{lr:g}' if lr else '') + f'-s{seed}'
   where = f'sweep {sweep.name!r}, run {name}'
-  base = dict(sweep.overrides) | shape.overrides() | ({'optim.peak_lr': float(lr)} if lr else {}) | {
-      'train.seed': seed}
+  base = (dict(sweep.overrides) | shape.overrides() | dict(sweep.per_shape(shape) if sweep.per_shape else {})
+          | ({'optim.peak_lr': float(lr)} if lr else {}) | {'train.seed': seed})
   config = _config(sweep, base, where)
   counts = flops.count_params(config)
   batch = config.train.batch_tokens

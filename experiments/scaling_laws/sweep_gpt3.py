@@ -1,0 +1,53 @@
+"""The GPT-3 ladder (Brown et al. 2020, Table 2.1: 125M to 175B) as a sweep for GPU clusters and TPU pods, each
+size with its own batch and learning rate and the Appendix B recipe scaled to the run's token budget: warmup over
+375M tokens, cosine decay to 10% over 260/300 of the budget, the batch ramped from 32k tokens.
+
+    python -m gpt_jax.sweep slurm --sweep=experiments/scaling_laws/sweep_gpt3.py --output=gpt3.sbatch --nodes=4
+    python -m gpt_jax.sweep tpu --sweep=experiments/scaling_laws/sweep_gpt3.py --output=gpt3_tpu.sh \
+        --tpu=<name> --zone=<zone>
+
+GPT_JAX_SWEEP_TOKENS (default 300e9, the paper's) sets every size's token budget, so the same ladder runs shorter
+(e.g. 20 tokens per parameter of the largest size kept) without editing the file; GPT_JAX_SWEEP_ROOT sets where the
+workdirs go (storage every worker sees). GPT-3 used GPT-2's 50257-token BPE: pass a tokenizer of that size in
+Sweep.overrides (data.tokenizer) and the corpus in data.source before launching.
+"""
+
+import os
+
+from gpt_jax import config as gcfg
+from gpt_jax.sweep import Shape, Sweep
+
+SIZES = ('125m', '350m', '760m', '1.3b', '2.7b', '6.7b', '13b', '175b')
+TOKENS = int(float(os.environ.get('GPT_JAX_SWEEP_TOKENS', '300e9')))
+
+
+def size_config(size: str):
+  return gcfg.load_config_file(f'configs/gpt3.py:{size}')
+
+
+CONFIGS = {size: size_config(size) for size in SIZES}
+BY_SHAPE = {Shape(c.model.n_layers, c.model.d_model, c.model.n_heads, c.model.d_head): c for c in CONFIGS.values()}
+
+
+def table_2_1(shape: Shape) -> dict:
+  """The row's batch, learning rate and batch-ramp length."""
+  c = BY_SHAPE[shape]
+  return {'train.batch_tokens': c.train.batch_tokens, 'optim.peak_lr': c.optim.peak_lr,
+          'optim.ramp_tokens': c.optim.ramp_tokens}
+
+
+def appendix_b(tokens: int) -> dict:
+  """Warmup 375M tokens (at most 1% of a short run), cosine decay over 260/300 of the budget."""
+  return {'optim.warmup_tokens': min(375_000_000, tokens // 100), 'optim.decay_tokens': tokens * 260 // 300}
+
+
+def get_sweep():
+  return Sweep(
+      name='gpt3-ladder',
+      config='configs/gpt3.py:125m',
+      root=os.environ.get('GPT_JAX_SWEEP_ROOT', 'experiments/scaling_laws/runs/gpt3'),
+      shapes=list(BY_SHAPE),
+      tokens=(TOKENS,),
+      per_shape=table_2_1,
+      schedule=appendix_b,
+  )
