@@ -127,9 +127,11 @@ def test_search_stops_at_the_first_fit_and_ranks_by_step_time(monkeypatch):
   assert fits == sorted(fits) and not ranking[-1].fits
 
 
-def test_a_topology_mesh_mismatch_or_missing_libtpu_is_one_sentence(monkeypatch):
+def test_an_unknown_topology_a_mesh_mismatch_or_missing_libtpu_is_one_sentence(monkeypatch):
   with pytest.raises(ConfigError, match='not a known topology'):
     targets.build('v9z:2x2')
+  with pytest.raises(ConfigError, match='at most 8 GPUs per node'):
+    targets.build('h100:1x16')
   config = gcfg.load_config_file('configs/tiny.py:nano', {'mesh.fsdp': 3})
   with pytest.raises(ConfigError, match=r'--topology=v5e:2x2 \(4 devices'):
     analyse.compile_step(config, targets.build('v5e:2x2'))
@@ -159,11 +161,7 @@ def test_a_gpu_node_compiles_with_cudnn_attention_and_writes_json(tmp_path):
   assert 'fits' in result.stdout and 'Could not find cuda drivers' not in result.stderr
 
 
-@pytest.mark.parametrize('flag, message', [
-    ('--topology=v5p-8', "--topology='v5p-8' is not a known topology"),
-    ('--topology=h100:1x16', 'at most 8 GPUs per node'),
-])
-def test_command_line_errors_are_one_sentence(flag, message, tmp_path):
-  result = _dryrun('--config=configs/tiny.py:nano', flag, tmp_path=tmp_path)
-  assert result.returncode == 2 and message in result.stderr
+def test_a_command_line_error_is_one_sentence(tmp_path):
+  result = _dryrun('--config=configs/tiny.py:nano', '--topology=v5p-8', tmp_path=tmp_path)
+  assert result.returncode == 2 and "--topology='v5p-8' is not a known topology" in result.stderr
   assert len(result.stderr.strip().splitlines()) == 1 and 'Traceback' not in result.stderr
