@@ -367,6 +367,16 @@ def huber_objective(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log
   return float(huber.sum()), grad
 
 
+def huber_objective_many(thetas: np.ndarray, log_n, log_d, log_l, delta: float) -> np.ndarray:
+  """huber_objective's value at each row of thetas [starts, 5] at once (screening a grid of starts)."""
+  a, b, e, alpha, beta = (thetas[:, i:i + 1] for i in range(5))
+  terms = np.stack([a - alpha * log_n, b - beta * log_d, np.broadcast_to(e, (len(thetas), log_n.size))])
+  top = terms.max(axis=0)
+  r = top + np.log(np.exp(terms - top).sum(axis=0)) - log_l
+  clipped = np.clip(r, -delta, delta)
+  return (clipped * (r - 0.5 * clipped)).sum(axis=1)
+
+
 def grid_starts() -> np.ndarray:
   """Hoffmann et al.'s 4,500 starts as rows (a, b, e, alpha, beta)."""
   return np.array([(a, b, e, alpha, beta) for alpha, beta, e, a, b
@@ -384,11 +394,13 @@ def _lbfgs_best(starts: np.ndarray, log_n, log_d, log_l, delta) -> tuple[np.ndar
 
 
 def fit_chinchilla(n_params, n_tokens, losses, *, delta: float = HUBER_DELTA, bootstrap: int = 0, seed: int = 0,
-                   params: str = 'total', bootstrap_starts: int = 64) -> ChinchillaFit:
+                   params: str = 'total', starts: int | None = None, bootstrap_starts: int = 64) -> ChinchillaFit:
   """Chinchilla Approach 3 as Hoffmann et al. and Besiroglu et al. fit it: the summed Huber loss (delta 1e-3) on
   log L, L-BFGS from each of the 4,500 grid starts, float64, the best optimum kept.
 
-  bootstrap > 0 refits on that many resamples of the runs for 95% percentile intervals. Each replicate starts
+  starts=k runs L-BFGS only from the k grid points with the lowest objective (for a machine where 4,500 runs take
+  too long; the result records how many starts it used). bootstrap > 0 refits on that many resamples of the runs
+  for 95% percentile intervals. Each replicate starts
   L-BFGS from the bootstrap_starts grid points with the lowest objective on its resample plus the full fit's
   optimum (4,500 starts per replicate would take hours on a laptop); the number of starts is recorded.
   """
@@ -399,14 +411,15 @@ def fit_chinchilla(n_params, n_tokens, losses, *, delta: float = HUBER_DELTA, bo
     raise ValueError(f'delta={delta} must be positive (Hoffmann et al. use 1e-3).')
   logs = np.log(n), np.log(d), np.log(loss)
   grid = grid_starts()
-  theta, objective = _lbfgs_best(grid, *logs, delta)
-  fit = _chinchilla(_check_params(params), theta, objective, delta, n.size, len(grid))
+  chosen = grid if starts is None else grid[np.argsort(huber_objective_many(grid, *logs, delta))[:starts]]
+  theta, objective = _lbfgs_best(chosen, *logs, delta)
+  fit = _chinchilla(_check_params(params), theta, objective, delta, n.size, len(chosen))
   if not bootstrap:
     return fit
 
   def refit(idx):
     resampled = tuple(x[idx] for x in logs)
-    screen = np.array([huber_objective(g, *resampled, delta)[0] for g in grid])
+    screen = huber_objective_many(grid, *resampled, delta)
     starts = np.vstack([grid[np.argsort(screen)[:bootstrap_starts]], theta])
     t, f = _lbfgs_best(starts, *resampled, delta)
     replicate = _chinchilla(params, t, f, delta, idx.size, len(starts))
@@ -419,8 +432,9 @@ def fit_chinchilla(n_params, n_tokens, losses, *, delta: float = HUBER_DELTA, bo
 
 def _chinchilla(params, theta, objective, delta, n_runs, starts) -> ChinchillaFit:
   a, b, e, alpha, beta = (float(x) for x in theta)
-  return ChinchillaFit(params, float(np.exp(e)), float(np.exp(a)), float(np.exp(b)), alpha, beta, objective,
-                       delta, n_runs, starts)
+  with np.errstate(over='ignore'):  # an unidentified constant can run off to inf in a bootstrap replicate
+    E, A, B = np.exp([e, a, b])
+  return ChinchillaFit(params, float(E), float(A), float(B), alpha, beta, objective, delta, n_runs, starts)
 
 
 def compute_optimal(fit: ChinchillaFit, flops) -> tuple[np.ndarray, np.ndarray]:

@@ -59,6 +59,9 @@ def test_huber_objective_is_the_sum_over_runs_and_its_gradient_is_exact():
   terms = np.stack([theta[0] - theta[3] * log_n, theta[1] - theta[4] * log_d, np.full(20, theta[2])])
   expected = special.huber(1e-3, special.logsumexp(terms, axis=0) - log_l).sum()
   assert value == pytest.approx(expected, rel=1e-12)
+  many = scaling.huber_objective_many(np.stack([theta, theta * 1.1]), log_n, log_d, log_l, 1e-3)
+  assert many[0] == pytest.approx(value, rel=1e-12)
+  assert many[1] == pytest.approx(scaling.huber_objective(theta * 1.1, log_n, log_d, log_l, 1e-3)[0], rel=1e-12)
   numeric = optimize.approx_fprime(theta, lambda t: scaling.huber_objective(t, log_n, log_d, log_l, 1e-3)[0],
                                    1e-7)
   np.testing.assert_allclose(grad, numeric, rtol=1e-4, atol=1e-6)
@@ -179,3 +182,10 @@ def test_kaplan_joint_law_recovers_its_constants():
 def test_bad_input_is_one_sentence(call, message):
   with pytest.raises(ValueError, match=message):
     call()
+
+
+def test_approach3_from_the_best_screened_starts_reaches_the_full_grid_optimum(noisy_runs, chinchilla_fit):
+  fit = scaling.fit_chinchilla(*noisy_runs, starts=32)
+  assert fit.starts == 32
+  assert fit.objective == pytest.approx(chinchilla_fit.objective, rel=1e-6)
+  assert fit.alpha == pytest.approx(chinchilla_fit.alpha, rel=1e-4)
