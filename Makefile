@@ -10,11 +10,12 @@ $(RUNTIME): requirements.txt constraints.txt
 	$(VENV)/bin/pip install -q -r requirements.txt -c constraints.txt
 	touch $(RUNTIME)
 
-$(DEV): $(RUNTIME) requirements-dev.txt requirements-lmeval.txt
+$(DEV): $(RUNTIME) requirements-dev.txt requirements-lmeval.txt requirements-dryrun.txt
 	$(VENV)/bin/pip install -q -r requirements-dev.txt -c constraints.txt
+	$(VENV)/bin/pip install -q --no-deps --upgrade --target $(VENV)/dryrun -r requirements-dryrun.txt
 	touch $(DEV)
 
-.PHONY: setup setup-dev setup-gpu setup-tpu quickstart test bench
+.PHONY: setup setup-dev setup-gpu setup-tpu setup-dryrun dryrun-table quickstart test bench
 setup: $(RUNTIME)
 setup-dev: $(DEV)
 
@@ -23,6 +24,13 @@ setup-gpu: $(RUNTIME)
 	$(VENV)/bin/pip install -q -r requirements-gpu.txt -c constraints.txt
 setup-tpu: $(RUNTIME)
 	$(VENV)/bin/pip install -q -r requirements-tpu.txt -c constraints.txt
+
+# Compilers for hardware this machine lacks (libtpu, the jax CUDA plugin) in their own directory: only the
+# dry-run (python -m gpt_jax.dryrun) puts it on its path, so CPU jax never tries them.
+setup-dryrun: $(RUNTIME)
+	$(VENV)/bin/pip install -q --no-deps --upgrade --target $(VENV)/dryrun -r requirements-dryrun.txt
+dryrun-table: $(DEV)
+	$(VENV)/bin/python -m benchmarks.compile --table
 
 quickstart: $(RUNTIME)
 	$(VENV)/bin/python -m gpt_jax.train --config=configs/tiny.py:micro --workdir=runs/quickstart
