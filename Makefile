@@ -15,7 +15,8 @@ $(DEV): $(RUNTIME) requirements-dev.txt requirements-lmeval.txt requirements-dry
 	$(VENV)/bin/pip install -q --no-deps --upgrade --target $(VENV)/dryrun -r requirements-dryrun.txt
 	touch $(DEV)
 
-.PHONY: setup setup-dev setup-gpu setup-tpu setup-dryrun dryrun-table quickstart test bench
+.PHONY: setup setup-dev setup-gpu setup-tpu setup-dryrun dryrun-table setup-experiments experiments-scaling \
+  experiments-few-shot quickstart test bench
 setup: $(RUNTIME)
 setup-dev: $(DEV)
 
@@ -31,6 +32,24 @@ setup-dryrun: $(RUNTIME)
 	$(VENV)/bin/pip install -q --no-deps --upgrade --target $(VENV)/dryrun -r requirements-dryrun.txt
 dryrun-table: $(DEV)
 	$(VENV)/bin/python -m benchmarks.compile --table
+
+# Plotting for experiments/ (matplotlib), and the two CPU experiments (commands as in their READMEs).
+EXPERIMENTS := $(VENV)/.experiments
+$(EXPERIMENTS): $(RUNTIME) requirements-experiments.txt
+	$(VENV)/bin/pip install -q -r requirements-experiments.txt -c constraints.txt
+	touch $(EXPERIMENTS)
+setup-experiments: $(EXPERIMENTS)
+experiments-scaling: $(EXPERIMENTS)
+	$(VENV)/bin/python -m gpt_jax.sweep run --sweep=experiments/scaling_laws/sweep_cpu.py
+	$(VENV)/bin/python -m gpt_jax.sweep collect --sweep=experiments/scaling_laws/sweep_cpu.py \
+	  --output=experiments/scaling_laws/results/runs.csv --curves=experiments/scaling_laws/results/curves.csv
+	$(VENV)/bin/python -m experiments.scaling_laws.analyze --table=experiments/scaling_laws/results/runs.csv \
+	  --curves=experiments/scaling_laws/results/curves.csv --output=experiments/scaling_laws/results/results.json \
+	  --plots=experiments/scaling_laws/plots --bootstrap=100 --starts=64 --bootstrap_starts=8
+experiments-few-shot: $(EXPERIMENTS)
+	$(VENV)/bin/python -m experiments.few_shot.run --table=experiments/scaling_laws/results/runs.csv \
+	  --runs_root=experiments/scaling_laws/runs/cpu --output=experiments/few_shot/results/results.json \
+	  --plots=experiments/few_shot/plots
 
 quickstart: $(RUNTIME)
 	$(VENV)/bin/python -m gpt_jax.train --config=configs/tiny.py:micro --workdir=runs/quickstart
