@@ -328,17 +328,23 @@ def build_task(config):
   lm_loss = losses.lm_loss_fn(config)
   task = loop.Task(module=PolicyValue(config.model),
                    loss_fn=lambda params, batch, rng, train, frozen: lm_loss(params['policy'], batch, rng, train, {}),
-                   train_stream=streams, tokens_per_row=context,
-                   flops_per_row=context * flops.flops_per_token(config.model) * (1 + r.ppo_epochs) * 4 / 3,
+                   train_stream=streams, tokens_per_row=context,  # PPO's loop reports episodes/s, not MFU
+                   flops_per_row=context * flops.flops_per_token(config.model),
                    eval_batches=_cached(eval_batches), init_params=_init_params(config))
   return task, data
 
 
 def _cached(make):
+  """make() evaluated once, on first use (None stays None)."""
   if make is None:
     return None
   cached = []
-  return lambda: cached or cached.extend(make()) or cached
+
+  def batches():
+    if not cached:
+      cached.extend(make())
+    return cached
+  return batches
 
 
 def _init_params(config):
@@ -451,8 +457,9 @@ def _updates(config, task: loop.Task, state: loop.State, checkpointer, writer, t
         elapsed = time.perf_counter() - start
         streams.adapt(config, metrics['kl'], episodes)
         step += 1
-        metrics.update(episodes_per_sec=episodes / elapsed, tokens_per_sec=episodes * (
-            r.max_prompt_tokens + r.response_tokens) * (1 + r.ppo_epochs) / elapsed)
+        # tokens/s: the episodes' prompt and response slots per second of update.
+        metrics.update(episodes_per_sec=episodes / elapsed,
+                       tokens_per_sec=episodes * (r.max_prompt_tokens + r.response_tokens) / elapsed)
         writer.write(step, metrics, step * config.train.batch_tokens)
         if r.sample_every and step % r.sample_every == 0:
           writer.text(step, 'samples', _samples_table(tokenizer, ro))
