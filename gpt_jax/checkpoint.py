@@ -12,7 +12,6 @@ only ever deleted by the keep policy (last `keep`, plus every `keep_every`-th st
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import io
 import json
@@ -30,6 +29,7 @@ from jax.experimental import multihost_utils
 from etils import epath
 
 from gpt_jax import config as gcfg
+from gpt_jax.fd_stderr import captured_stderr
 from gpt_jax import sharding as gs
 
 CONFIG_FILE = 'config.json'
@@ -204,7 +204,7 @@ def restore_newest(manager, expected: dict, refuse, *, quarantine: bool, extra: 
     if mismatch := _stored_difference(manager, step, expected):
       refuse(step, mismatch)
     captured = io.StringIO()
-    with _stderr_to(captured):
+    with captured_stderr(captured):
       try:
         restored = manager.restore(step, args=ocp.args.Composite(**args))
       except Exception as error:  # noqa: BLE001 -- classified below
@@ -246,22 +246,6 @@ def _set_aside(manager, failed: list, quarantine: bool) -> None:
     manager.reload()
 
 
-@contextlib.contextmanager
-def _stderr_to(buffer: io.StringIO):
-  """Sends everything written to file descriptor 2 (Python's stderr, logging, and what native threads print) to
-  buffer while the block runs."""
-  sys.stderr.flush()
-  saved = os.dup(2)
-  with tempfile.TemporaryFile() as captured:
-    os.dup2(captured.fileno(), 2)
-    try:
-      yield
-    finally:
-      sys.stderr.flush()
-      os.dup2(saved, 2)
-      os.close(saved)
-      captured.seek(0)
-      buffer.write(captured.read().decode('utf-8', 'replace'))
 
 
 def _write_log(path, step: int, directory, text: str) -> str:

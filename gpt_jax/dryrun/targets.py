@@ -14,15 +14,14 @@ memory, so the dry-run does.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.util
 import os
 import re
 import sys
-import tempfile
 
 from gpt_jax.config import ConfigError
+from gpt_jax.fd_stderr import captured_stderr
 
 GIB = 2**30
 # Where requirements-dryrun.txt is installed (pip install --target): libtpu, the jax CUDA plugin and cuDNN.
@@ -104,7 +103,7 @@ def _tpu_devices(topology: str, chip_name: str, num_slices: int) -> list:
     raise ConfigError(f'--topology={topology} needs libtpu (pinned to this jax) to compile for TPU: {INSTALL}.')
   from jax.experimental import topologies
   try:
-    with _quiet_stderr():  # libtpu warns that this host is not a TPU VM, which a dry-run knows
+    with captured_stderr():  # libtpu warns that this host is not a TPU VM, which a dry-run knows
       return topologies.get_topology_desc(topology_name=topology.lower(), platform='tpu',
                                           num_slices=num_slices).devices
   except Exception as error:  # noqa: BLE001 -- libtpu's topology errors are JaxRuntimeErrors of several kinds
@@ -122,7 +121,7 @@ def _gpu_devices(topology: str, chip: Chip, nodes: int, per_node: int) -> list:
   from jax.experimental import topologies
   if 'cuda' not in xla_bridge._topology_factories:  # noqa: SLF001 -- registered once per process
     import jax_plugins.xla_cuda12 as cuda_plugin  # pylint: disable=import-outside-toplevel
-    with _quiet_stderr():  # the plugin's libraries report, once each, that there is no driver
+    with captured_stderr():  # the plugin's libraries report, once each, that there is no driver
       cuda_plugin.initialize()
   return topologies.get_topology_desc(platform='cuda', topology=f'1x{nodes}x{per_node}',
                                       target_config=target_config(chip.gpu_spec)).devices
@@ -167,7 +166,7 @@ def activate() -> None:
   os.environ['ALLOW_MULTIPLE_LIBTPU_LOAD'] = '1'
   if os.path.isdir(DRYRUN_DIR) and DRYRUN_DIR not in sys.path:
     sys.path.append(DRYRUN_DIR)
-  with _quiet_stderr():
+  with captured_stderr():
     import jax  # pylint: disable=import-outside-toplevel
     jax.devices()
 
@@ -188,15 +187,3 @@ def _use_dryrun_dir() -> None:
     sys.path.append(DRYRUN_DIR)
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
-  """Silences what native libraries write to file descriptor 2 (not Python's exceptions, which are raised after)."""
-  sys.stderr.flush()
-  saved = os.dup(2)
-  with tempfile.TemporaryFile() as sink:
-    os.dup2(sink.fileno(), 2)
-    try:
-      yield
-    finally:
-      os.dup2(saved, 2)
-      os.close(saved)
