@@ -13,7 +13,7 @@ import math
 import flax.linen as nn
 import jax
 import numpy as np
-from jax.experimental import mesh_utils
+from jax.experimental import mesh_utils, multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gpt_jax.config import ConfigError
@@ -146,6 +146,19 @@ def global_rows(array, mesh: Mesh) -> jax.Array:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
+
+
+def to_host(tree):
+  """Every leaf of tree as a numpy array, whole, on every process: THE way results come back to the host.
+
+  A global array sharded over other processes' devices is gathered (every process must call this with the same
+  tree, as with any collective); a replicated or process-local one is read directly.
+  """
+  def get(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+  return jax.tree.map(get, tree)
 
 
 @contextlib.contextmanager
