@@ -86,10 +86,15 @@ def _integral_token_count(arg: str) -> str:
 
 
 def _print_config() -> int:
-  config = config_from_flags()
+  """--workdir=<run> (without --config) prints that run's own config.json; otherwise the --config file with its
+  overrides (for a training command, the config a new run in --workdir would start with)."""
   workdir = flags.FLAGS['workdir'].value if 'workdir' in flags.FLAGS else None
-  if config is None and workdir:
+  config_given = any(arg.startswith('--config') for arg in sys.argv[1:])
+  run_config = workdir and os.path.isfile(os.path.join(workdir, ckpt.CONFIG_FILE))
+  if workdir and not config_given and (run_config or _default_spec is None):
     config = ckpt.load_config(workdir)
+  else:
+    config = config_from_flags()
   if config is None:
     raise ConfigError('--print_config needs --config=configs/<file>.py[:<arg>] or --workdir=<run>.')
   print(gcfg.describe(config))

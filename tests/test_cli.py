@@ -87,3 +87,15 @@ def test_print_config_lists_every_field_with_its_meaning(tmp_path):
                              timeout=120, cwd=REPO).stdout
   assert '--[no]print_config' in help_text
   assert all(f'--{name}:' in help_text for name in ('config', 'workdir', 'mesh', 'prompt'))
+
+
+@pytest.mark.parametrize('module', ['gpt_jax.train', 'gpt_jax.rlhf.ppo', 'gpt_jax.sample'])
+def test_print_config_of_a_run_prints_the_runs_own_config(module, tmp_path):
+  from gpt_jax import checkpoint as ckpt
+  from tests.helpers import tiny_config
+  ckpt.save_config(str(tmp_path), tiny_config(rlhf__policy_from='runs/sft', rlhf__reward_from='runs/rm'))
+  result = subprocess.run([sys.executable, '-m', module, f'--workdir={tmp_path}', '--print_config'],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+  assert result.returncode == 0, result.stderr[-2000:]
+  values = {line.split('  # ')[0] for line in result.stdout.splitlines()}
+  assert {'model.d_model = 64', "rlhf.policy_from = 'runs/sft'", "rlhf.reward_from = 'runs/rm'"} <= values
