@@ -87,12 +87,13 @@ def absolute(path: str) -> epath.Path:
 
 
 class Checkpointer:
-  """CheckpointManager for <workdir>/checkpoints with the config's keep policy."""
+  """CheckpointManager for <workdir>/checkpoints with the config's keep policy. The directory is created by the
+  first save, so a run refused at start-up (a wrong init_from, say) leaves no empty folder behind."""
 
   def __init__(self, workdir: str, ckpt_config):
     self.directory = absolute(workdir) / 'checkpoints'
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=ckpt_config.keep, keep_period=ckpt_config.keep_every or None, create=True,
+        max_to_keep=ckpt_config.keep, keep_period=ckpt_config.keep_every or None, create=False,
         enable_async_checkpointing=ckpt_config.use_async, cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=_item_handlers())
 
@@ -164,27 +165,74 @@ def load_for_inference(path: str, abstract_params, item: str = 'params'):
   straight into its shards; `item` names the checkpoint item holding them. A layout that differs is refused.
   """
   path = absolute(path)
-
-  def refuse(where: str, mismatch: str):
-    raise gcfg.ConfigError(f'{where} does not fit the model asked for ({mismatch}): it holds another kind or size '
-                           f'of model (its own is in {path / CONFIG_FILE}), or another parameter layout (an older '
-                           f'gpt_jax); load it as the model it was trained as, or train or export it again.')
-
   if (path / item).exists():
     with ocp.StandardCheckpointer() as checkpointer:
-      if mismatch := difference(checkpointer.metadata(path / item).item_metadata, abstract_params):
-        refuse(f'the exported {item} in {path}', mismatch)
+      stored = checkpointer.metadata(path / item).item_metadata
+      if mismatch := difference(stored, abstract_params):
+        raise gcfg.ConfigError(wrong_model(path, f'the exported {item} in {path}', mismatch, stored, abstract_params))
       return checkpointer.restore(path / item, abstract_params), int((path / 'step').read_text())
   options = ocp.CheckpointManagerOptions(create=False, save_interval_steps=0)
   with ocp.CheckpointManager(path / 'checkpoints', options=options, item_handlers=_item_handlers()) as manager:
-    found = restore_newest(manager, {item: abstract_params},
-                           lambda step, mismatch: refuse(f'checkpoint step {step} in {path / "checkpoints"}', mismatch),
-                           quarantine=False)
+
+    def refuse(step: int, mismatch: str):
+      try:
+        stored = manager.item_metadata(step)[item]
+      except Exception:  # noqa: BLE001 -- unreadable metadata: the kind is unknown, the mismatch still says why
+        stored = None
+      raise gcfg.ConfigError(wrong_model(path, f'checkpoint step {step} in {path / "checkpoints"}', mismatch, stored,
+                                         abstract_params))
+    found = restore_newest(manager, {item: abstract_params}, refuse, quarantine=False)
   if found is None:
     raise gcfg.ConfigError(f'no restorable checkpoint under {path / "checkpoints"}: train first or pass an export '
                            f'dir.')
   restored, step = found
   return restored[item], step
+
+
+# The params subtree that tells what a model is, most telling first (a reward model and a classifier have a trunk
+# too), and what to pass instead of a run holding it where a language model is wanted.
+_MODEL_KINDS = (
+    ('policy', "a PPO run's policy and value network",
+     "pass {path}/policy instead: the policy alone, exported by the PPO run as a language model"),
+    ('reward_head', 'a reward model',
+     'a reward model scores responses (python -m gpt_jax.rlhf.reward score --workdir={path}) and does not generate '
+     'text: pass a language model (a pretraining, SFT or DPO run, or a PPO run\'s policy folder)'),
+    ('cls_head', 'a classifier', 'pass a language model (a pretraining, SFT or DPO run, or a PPO run\'s policy '
+     'folder)'),
+    ('trunk', 'a language model', ''),
+)
+
+
+def _model_kind(tree) -> tuple[str, str]:
+  """(what the model is, what to pass instead where a language model is wanted) from its params' top-level names."""
+  names = {key.split('/')[0] for key in _leaf_shapes(tree)}
+  return next(((kind, instead) for name, kind, instead in _MODEL_KINDS if name in names), ('an unknown model', ''))
+
+
+def _written_by(path: epath.Path) -> str:
+  """' (written by <module>)' from the run.json of a training run (the command it was started with), else ''."""
+  try:
+    script = json.loads((path / RUN_FILE).read_text())['argv'][0]
+  except Exception:  # noqa: BLE001 -- an export, or a run.json from elsewhere: the params tell the kind alone
+    return ''
+  parts = os.path.normpath(os.path.splitext(script)[0]).split(os.sep)
+  if 'gpt_jax' not in parts:
+    return ''
+  module = parts[len(parts) - 1 - parts[::-1].index('gpt_jax'):]
+  return f' (written by {".".join(module[:-1] if module[-1] == "__main__" else module)})'
+
+
+def wrong_model(path: epath.Path, where: str, mismatch: str, stored, wanted) -> str:
+  """The sentence refusing a checkpoint whose params (stored) do not fit the model asked for (wanted): what the
+  run holds, from its params and its run.json, and what to pass instead."""
+  have, instead = _model_kind(stored)
+  want, _ = _model_kind(wanted)
+  if have != want and have != 'an unknown model':
+    advice = instead.format(path=path) if want == 'a language model' and instead else f'pass a run holding {want}'
+    return f'{path} holds {have}{_written_by(path)}, not {want} as asked for here ({mismatch}): {advice}.'
+  return (f'{where} does not fit the model asked for ({mismatch}): it holds {have} of another size (its config is '
+          f'{path / CONFIG_FILE}) or another parameter layout (an older gpt_jax); load it with its own config, or '
+          f'train or export it again.')
 
 
 def restore_newest(manager, expected: dict, refuse, *, quarantine: bool, extra: dict | None = None):
