@@ -174,3 +174,11 @@ def test_command_line_refuses_what_it_cannot_read_in_one_sentence(hf_dir, tmp_pa
     assert result.returncode == 2 and 'Traceback' not in result.stderr and len(errors) == 1, result.stderr[-2000:]
     assert message in errors[0]
   assert not os.path.exists(tmp_path / 'w')
+
+
+def test_load_gpt2_reads_a_directory_without_tokenizer_files(hf_dir, reference, tmp_path):
+  _, tokens, want = reference
+  for name in ('config.json', hf.WEIGHTS):
+    (tmp_path / name).write_bytes(open(os.path.join(hf_dir, name), 'rb').read())
+  config, params = hf.load_gpt2(str(tmp_path))
+  np.testing.assert_allclose(_logits(config, params, tokens), want, atol=1e-4, rtol=1e-4)

@@ -57,7 +57,8 @@ def _read_hf_config(hf_dir: str) -> dict:
 
 
 def config_from_hf(hf_dir: str):
-  """The validated gpt_jax config of a Hugging Face GPT-2 directory, its tokenizer data.tokenizer='hf:<hf_dir>'."""
+  """The validated gpt_jax config of a Hugging Face GPT-2 directory, its tokenizer data.tokenizer='hf:<hf_dir>'
+  (whose files only a command that reads text needs: see check_tokenizer)."""
   hf = _read_hf_config(hf_dir)
   c = gcfg.default_config()
   m = c.model
@@ -70,11 +71,17 @@ def config_from_hf(hf_dir: str):
   m.local_window = m.context
   c.train.batch_tokens = 8 * m.context
   c.train.total_tokens = max(c.train.total_tokens, c.train.batch_tokens)
+  c.data.tokenizer = f'hf:{os.path.abspath(hf_dir)}'
+  return gcfg.validate(c)
+
+
+def check_tokenizer(hf_dir: str) -> None:
+  """hf_dir is a GPT-2 directory with the tokenizer files an imported run needs to read and write text (load_gpt2
+  does not need them)."""
+  _read_hf_config(hf_dir)
   if not any(os.path.isfile(os.path.join(hf_dir, name)) for name in ('tokenizer.json', 'vocab.json')):
     raise ConfigError(f'{hf_dir} has no tokenizer.json (or vocab.json + merges.txt): copy the tokenizer files into it '
                       f'(GPT2TokenizerFast.save_pretrained writes them); without them its ids cannot be read.')
-  c.data.tokenizer = f'hf:{os.path.abspath(hf_dir)}'
-  return gcfg.validate(c)
 
 
 def load_gpt2(hf_dir: str):
