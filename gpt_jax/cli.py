@@ -206,6 +206,62 @@ def _git_state() -> dict | None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Outputs: every command that writes a file or directory checks it first, with one rule.
+
+def define_overwrite_flag() -> None:
+  """--overwrite, for the commands that write outputs (defined once, however many command modules a program
+  imports)."""
+  if 'overwrite' not in flags.FLAGS:
+    flags.DEFINE_bool('overwrite', False, 'replace outputs that already exist (without it, an existing output is '
+                      'refused before any work is done).')
+    _list_in_help('overwrite')
+
+
+def check_output(flag: str, path: str | None, *, directory: bool = False) -> str:
+  """--<flag>=<path>, an output, checked before any work: given, of the right kind (a file, or a directory),
+  somewhere it can be created, and new (a file that does not exist, or a directory that is absent or empty) unless
+  --overwrite was passed. Returns path; raises a ConfigError naming the flag and the fix."""
+  if not path:
+    raise ConfigError(f'--{flag} is required: the {"directory" if directory else "file"} to write to.')
+  if '://' in path:
+    return path  # a bucket: nothing to check cheaply
+  if directory and os.path.exists(path) and not os.path.isdir(path):
+    raise ConfigError(f'--{flag}={path} is a file, not a directory: pass a directory path.')
+  if not directory and os.path.isdir(path):
+    raise ConfigError(f'--{flag}={path} is a directory: pass a file path inside it.')
+  _check_creatable(flag, path)
+  exists = os.path.isdir(path) and os.listdir(path) if directory else os.path.exists(path)
+  if exists and not flags.FLAGS['overwrite'].value:
+    raise ConfigError(f'--{flag}={path} already exists{" and is not empty" if directory else ""}: choose a new '
+                      f'path, or pass --overwrite to replace it.')
+  return path
+
+
+def check_outputs_in(flag: str, directory: str, names) -> None:
+  """The files (or folders) `names` a command writes into --<flag>=<directory>, a directory that may hold other
+  things: refused before any work when one of them exists, unless --overwrite was passed."""
+  if os.path.exists(directory) and not os.path.isdir(directory):
+    raise ConfigError(f'--{flag}={directory} is a file, not a directory: pass a directory path.')
+  _check_creatable(flag, directory)
+  taken = [name for name in names if os.path.exists(os.path.join(directory, name))]
+  if taken and not flags.FLAGS['overwrite'].value:
+    more = f' and {len(taken) - 1} more of the outputs of this command' if len(taken) > 1 else ''
+    raise ConfigError(f'--{flag}={directory} already holds {taken[0]}{more}: choose another --{flag}, or pass '
+                      f'--overwrite to replace them.')
+
+
+def _check_creatable(flag: str, path: str) -> None:
+  """The nearest existing folder above path is a writable directory, so path (and its parents) can be created."""
+  parent = os.path.dirname(os.path.abspath(path))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise ConfigError(f'--{flag}={path} cannot be created: {parent} is a file, not a directory.')
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise ConfigError(f'--{flag}={path} cannot be created: {parent} is not writable.')
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Multi-host.
 
 def _define_distributed_flags() -> None:

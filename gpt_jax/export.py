@@ -4,12 +4,10 @@
     python -m gpt_jax.export --workdir=runs/x --out=exports/x [--mesh=-1,1,1]
 
 The newest restorable checkpoint of --workdir is read straight into the shards of the run's mesh (or --mesh) and
-written to --out, which must not exist yet or be empty.
+written to --out, which must not exist yet or be empty (or pass --overwrite).
 """
 
 from __future__ import annotations
-
-import os
 
 import jax
 from absl import flags
@@ -19,6 +17,7 @@ from gpt_jax import cli
 from gpt_jax.config import ConfigError
 
 flags.DEFINE_string('out', None, 'directory the params-only copy is written to (new or empty).')
+cli.define_overwrite_flag()
 
 
 def main(argv):
@@ -26,8 +25,7 @@ def main(argv):
   f = flags.FLAGS
   if not f.out:
     raise ConfigError('--out is required: the directory to write the exported params to, e.g. --out=exports/x.')
-  if os.path.exists(f.out) and (not os.path.isdir(f.out) or os.listdir(f.out)):
-    raise ConfigError(f'--out={f.out} already exists and is not an empty directory: choose a new path.')
+  cli.check_output('out', f.out, directory=True)
   config, _, params, step, _ = cli.load_model(cli.config_from_flags(), f.workdir, 'checkpoint', 0, f.mesh)
   path = ckpt.export_params(f.out, params, step, config)
   if jax.process_index() == 0:

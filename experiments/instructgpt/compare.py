@@ -17,12 +17,14 @@ import os
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from gpt_jax import checkpoint as ckpt
+from gpt_jax import cli
 from gpt_jax import model as gm
 from gpt_jax import sample
 from gpt_jax import sharding as gs
+from gpt_jax.config import ConfigError
 from gpt_jax.data import tokenizer as tokenizer_lib
 from gpt_jax.heads import RewardModel
 from gpt_jax.rlhf import reward, toy
@@ -31,7 +33,8 @@ flags.DEFINE_list('policies', None, 'name=workdir pairs of the policies to compa
 flags.DEFINE_string('baseline', 'sft', 'the policy the others are compared against.')
 flags.DEFINE_string('reward', None, 'reward-model workdir (with reward_norm.json).')
 flags.DEFINE_integer('prompts', 256, 'held-out toy prompts.')
-flags.DEFINE_string('out', None, 'JSON file for the results.')
+flags.DEFINE_string('out', None, 'JSON file for the results (a new file, unless --overwrite).')
+cli.define_overwrite_flag()
 FLAGS = flags.FLAGS
 
 
@@ -54,6 +57,11 @@ def win_rate(ours: np.ndarray, theirs: np.ndarray) -> float:
 
 def main(argv):
   del argv
+  for name in ('policies', 'reward'):
+    if not FLAGS[name].value:
+      raise ConfigError(f'--{name} is required: see python -m experiments.instructgpt.compare --help.')
+  if FLAGS.out:
+    cli.check_output('out', FLAGS.out)
   prompts = [x['prompt'] for x in toy.instructions(FLAGS.prompts, held_out=True)]
   policies = dict(item.split('=', 1) for item in FLAGS.policies)
   texts = {name: answers(path, prompts) for name, path in policies.items()}
@@ -82,4 +90,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_main(main)

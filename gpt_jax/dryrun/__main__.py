@@ -32,7 +32,8 @@ flags.DEFINE_integer('num_slices', 1, 'TPU slices joined over DCN (the mesh\'s d
                      '--config.mesh.dcn_data / dcn_fsdp already multiply to it).')
 flags.DEFINE_bool('search', False, 'find the cheapest setting that fits (mesh split, remat, microbatches) and rank '
                   'every setting compiled.')
-flags.DEFINE_string('out', None, 'also write the report as JSON here.')
+flags.DEFINE_string('out', None, 'also write the report as JSON here (a new file, unless --overwrite).')
+cli.define_overwrite_flag()
 
 
 def describe(report: analyse.Report) -> str:
@@ -71,8 +72,8 @@ def main(argv):
     raise ConfigError('--config is required: e.g. --config=configs/gpt3.py:175b.')
   if not FLAGS.topology:
     raise ConfigError('--topology is required: e.g. --topology=v5p:4x4x4 or --topology=h100:1x8.')
-  if FLAGS.out and (os.path.isdir(FLAGS.out) or not os.path.isdir(os.path.dirname(os.path.abspath(FLAGS.out)))):
-    raise ConfigError(f'--out={FLAGS.out} must be a file in an existing directory, e.g. --out=dryrun.json.')
+  if FLAGS.out:
+    cli.check_output('out', FLAGS.out)
   target = targets.build(FLAGS.topology, FLAGS.num_slices)
   if target.chip.platform == 'tpu':
     config = analyse.with_slices(config, FLAGS.num_slices)
@@ -86,6 +87,7 @@ def main(argv):
     print(describe(report))
     result = report.to_json()
   if FLAGS.out:
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
     with open(FLAGS.out, 'w', encoding='utf-8') as f:
       json.dump(result, f, indent=1)
     print(f'wrote {FLAGS.out}')

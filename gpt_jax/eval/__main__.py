@@ -5,7 +5,8 @@
     python -m gpt_jax.eval --config=configs/tiny.py:nano --init=random --make_gpt3_tasks=/tmp/gpt3 --limit=50
 
 Reports go to --output_dir (default <workdir>/eval) as <task>.<K>shot.json with the metric values, standard
-errors, n, K, the number of prompts cut to fit the context, the checkpoint step and the configuration.
+errors, n, K, the number of prompts cut to fit the context, the checkpoint step and the configuration. Reports (and
+GPT-3 task directories) that exist already are refused before any work unless --overwrite is passed.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ flags.DEFINE_string('words_from', None, 'text file the scrambling word list is c
                     '(default: the data package\'s stdlib corpus).')
 flags.DEFINE_integer('n_words', 10_000, 'size of the scrambling word list.')
 flags.DEFINE_integer('task_seed', 0, 'seed of the GPT-3 task generators.')
+cli.define_overwrite_flag()
 flags.DEFINE_bool('log_samples', False, 'also write <task>.<K>shot.samples.jsonl: each item\'s prompt, target and '
                   'what the model scored or generated.')
 
@@ -86,10 +88,23 @@ def _check_flags() -> None:
     if value is not None and value < low:
       leave_out = ' (leave it out to evaluate every item)' if name == 'limit' else ''
       raise gcfg.ConfigError(f'--{name}={value} must be at least {low}{leave_out}.')
-  for name in ('make_gpt3_tasks', 'output_dir'):
-    path = FLAGS[name].value
-    if path and os.path.exists(path) and not os.path.isdir(path):
-      raise gcfg.ConfigError(f'--{name}={path} is a file, not a directory: pass a directory path.')
+  if FLAGS.make_gpt3_tasks:
+    cli.check_outputs_in('make_gpt3_tasks', FLAGS.make_gpt3_tasks,
+                         [os.path.basename(path) for path in tasks_lib.gpt3_task_dirs(FLAGS.make_gpt3_tasks)])
+  if FLAGS.output_dir and os.path.exists(FLAGS.output_dir) and not os.path.isdir(FLAGS.output_dir):
+    raise gcfg.ConfigError(f'--output_dir={FLAGS.output_dir} is a file, not a directory: pass a directory path.')
+
+
+def _report_name(task, k: int) -> str:
+  return f'{task.spec.task}.{k}shot.json'
+
+
+def _check_reports(output_dir: str, loaded, ks: list[int]) -> None:
+  """The reports (and sample logs) this evaluation writes, refused before the model is loaded if one exists."""
+  names = [_report_name(task, k) for task in loaded for k in ks or [task.spec.num_fewshot]]
+  if FLAGS.log_samples:
+    names += [name[:-len('.json')] + '.samples.jsonl' for name in names]
+  cli.check_outputs_in('output_dir', output_dir, names)
 
 
 def _check_requests(loaded, ks: list[int]) -> None:
@@ -137,6 +152,8 @@ def main(argv):
     raise gcfg.ConfigError('pass --tasks=<task dir or spec.json>[,...] (or --make_gpt3_tasks=<dir>).')
   loaded = [tasks_lib.load_task(p) for p in task_paths]
   _check_requests(loaded, _fewshot_values())
+  output_dir = FLAGS.output_dir or (os.path.join(FLAGS.workdir, 'eval') if FLAGS.workdir else 'eval_results')
+  _check_reports(output_dir, loaded, _fewshot_values())
 
   config, module, params, step, mesh = cli.load_model(flag_config, FLAGS.workdir, FLAGS.init, FLAGS.seed, FLAGS.mesh)
   tokenizer = tok_lib.load(config.data)
@@ -144,7 +161,6 @@ def main(argv):
                                batch_size=FLAGS.gen_batch_size, mesh=mesh)
   del params  # the scorer shares the sampler's copy (layers unrolled: the same function), so one copy is held
   scorer = fewshot.Scorer(sampler.module, sampler.params, config.model.context, FLAGS.batch_tokens, mesh=mesh)
-  output_dir = FLAGS.output_dir or (os.path.join(FLAGS.workdir, 'eval') if FLAGS.workdir else 'eval_results')
   if main_process:
     os.makedirs(output_dir, exist_ok=True)
   settings = {'workdir': FLAGS.workdir, 'init': FLAGS.init, 'limit': FLAGS.limit, 'batch_tokens': FLAGS.batch_tokens,
@@ -161,7 +177,7 @@ def main(argv):
       samples = report.pop('samples', None)
       report.update(checkpoint_step=step, seconds=round(time.time() - start, 3), spec=task.spec.to_json(),
                     eval_settings=settings, config=run_config)
-      path = os.path.join(output_dir, f'{task.spec.task}.{k}shot.json')
+      path = os.path.join(output_dir, _report_name(task, k))
       reports.append(report)
       if main_process:
         with open(path, 'w', encoding='utf-8') as f:

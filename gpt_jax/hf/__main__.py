@@ -23,14 +23,7 @@ from gpt_jax.config import ConfigError
 
 flags.DEFINE_string('hf_dir', None, 'import: a local Hugging Face GPT-2 directory (config.json, model.safetensors).')
 flags.DEFINE_string('out', None, 'export: the directory to write the Hugging Face checkpoint to (new or empty).')
-
-
-def _new_directory(flag: str, path: str | None) -> str:
-  if not path:
-    raise ConfigError(f'--{flag} is required: the directory to write to.')
-  if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
-    raise ConfigError(f'--{flag}={path} already exists and is not an empty directory: choose a new path.')
-  return path
+cli.define_overwrite_flag()
 
 
 def main(argv):
@@ -41,7 +34,8 @@ def main(argv):
   if argv[1] == 'import':
     if not f.hf_dir:
       raise ConfigError('--hf_dir is required: a local Hugging Face GPT-2 directory.')
-    workdir = _new_directory('workdir', f.workdir)
+    workdir = cli.check_output('workdir', f.workdir, directory=True)
+    hf.check_tokenizer(f.hf_dir)
     config, params = hf.load_gpt2(f.hf_dir)
     # The run keeps its own copy of the tokenizer, so it does not depend on where the download lies.
     tokenizer_dir = os.path.abspath(os.path.join(workdir, 'tokenizer'))
@@ -52,7 +46,7 @@ def main(argv):
     if jax.process_index() == 0:
       print(f'imported {f.hf_dir} ({config.model.n_layers} layers, d_model {config.model.d_model}) to {path}')
   else:
-    out = _new_directory('out', f.out)
+    out = cli.check_output('out', f.out, directory=True)
     if f.workdir and os.path.isdir(f.workdir):
       hf.check_expressible(ckpt.load_config(f.workdir))  # before the checkpoint is read
     config, _, params, step, _ = cli.load_model(cli.config_from_flags(), f.workdir, 'checkpoint', 0, f.mesh)
