@@ -1,6 +1,8 @@
 """GPT-3's few-shot sweep at CPU scale: model sizes x K demonstrations x demonstration seeds, on in-context tasks
 and GPT-3's random insertion and 2D+, with a shuffled-label control; accuracy and mean target log-prob with
 standard errors, as JSON and CSV, and with --plots=<dir> the accuracy-vs-K (GPT-3 Figure 1.2) and vs-size plots.
+A model whose context cannot hold a prompt sees it cut from the left: each such (model, task, K) is announced, counted
+in the table's truncated column (of `prompts` scored) and drawn hollow in the plots.
 
     python -m experiments.few_shot.run --table=experiments/scaling_laws/results/runs.csv \
         --runs_root=experiments/scaling_laws/runs/cpu --output=experiments/few_shot/results/results.json \
@@ -33,6 +35,7 @@ flags.DEFINE_string('table', None, 'the scaling sweep\'s runs CSV (python -m gpt
 flags.DEFINE_string('runs_root', None, 'the directory holding the sweep\'s run workdirs.')
 flags.DEFINE_string('output', None, 'results JSON to write (a CSV of the same rows is written beside it).')
 flags.DEFINE_string('plots', None, 'directory for the PNGs; empty: no plots.')
+cli.define_overwrite_flag()
 flags.DEFINE_integer('n', fs_tasks.N_TEST, 'test items per task.')
 flags.DEFINE_list('seeds', ['1234', '1', '2'], 'demonstration seeds.')
 FLAGS = flags.FLAGS
@@ -69,7 +72,7 @@ def score(task, k: int, scorer, tokenizer, seeds: list[int], n: int) -> dict:
     acc.append([float(s['is_greedy']) for s in report['samples']])
     loglik.append([s['loglikelihood'] for s in report['samples']])
     truncated += report['truncated']
-  out = dict(truncated=truncated, seeds=len(acc))
+  out = dict(truncated=truncated, prompts=sum(len(a) for a in acc), seeds=len(acc))
   for name, values in (('acc', acc), ('loglik', loglik)):
     per_item = np.mean(values, axis=0)
     out[name] = float(per_item.mean())
@@ -86,6 +89,10 @@ def evaluate_model(model: dict, loaded: dict, seeds: list[int], n: int) -> list[
     base = name.removesuffix('_shuffled')
     for k in (k for k in K_VALUES if k <= fs_tasks.MAX_K[base] and (k or name == base)):
       result = score(task, k, scorer, tokenizer, seeds, n)
+      if result['truncated']:
+        print(f'warning: {model["run"]} {name} K={k}: {result["truncated"]} of {result["prompts"]} prompts cut '
+              f'from the left to fit the model\'s {config.model.context}-token context (marked in the table\'s '
+              f'truncated column and hollow in the plots)', flush=True)
       rows.append(dict(model=model['run'], params_non_embedding=int(model['params_non_embedding']),
                        params_total=int(model['params_total']), eval_loss=float(model['final_eval_loss']),
                        task=base, control=name != base, k=k, **result))
@@ -100,6 +107,11 @@ def main(argv):
     seeds = [int(s) for s in FLAGS.seeds]
   except ValueError:
     raise ConfigError(f'--seeds={",".join(FLAGS.seeds)} must be integers, e.g. --seeds=1234,1,2.') from None
+  cli.check_output('output', FLAGS.output)
+  cli.check_output('output', _csv_path(FLAGS.output))
+  if FLAGS.plots:
+    from experiments.few_shot import plots  # matplotlib only when plotting
+    cli.check_outputs_in('plots', FLAGS.plots, plots.FILES)
   models = pick_models(FLAGS.table, FLAGS.runs_root)
   first = cli.load_model(None, models[0]['workdir'], 'checkpoint')[0]
   words = fs_tasks.short_words(sources.open_source('stdlib', first.data.data_dir).texts('train'))
@@ -112,18 +124,24 @@ def main(argv):
     timing[model['run']] = round(time.time() - start, 1)
     print(f'{model["run"]}: {timing[model["run"]]} s', flush=True)
   write(rows, dict(models=[m['run'] for m in models], seeds=seeds, n=FLAGS.n, seconds=timing))
+  if cut := sum(1 for r in rows if r['truncated']):
+    print(f'{cut} of {len(rows)} rows had prompts cut to fit a model\'s context: their scores are of shortened '
+          f'prompts (truncated > 0 in the table, hollow points in the plots).')
   if FLAGS.plots:
-    from experiments.few_shot import plots  # matplotlib only when plotting
     for path in plots.draw_all(FLAGS.plots, rows):
       print(f'wrote {path}')
   return 0
+
+
+def _csv_path(output: str) -> str:
+  return os.path.splitext(output)[0] + '.csv'
 
 
 def write(rows: list[dict], settings: dict) -> None:
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
   with open(FLAGS.output, 'w', encoding='utf-8') as f:
     json.dump(dict(settings, rows=rows), f, indent=2)
-  with open(os.path.splitext(FLAGS.output)[0] + '.csv', 'w', newline='', encoding='utf-8') as f:
+  with open(_csv_path(FLAGS.output), 'w', newline='', encoding='utf-8') as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
