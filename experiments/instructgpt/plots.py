@@ -13,10 +13,15 @@ import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from gpt_jax import cli  # noqa: E402
+from gpt_jax.config import ConfigError  # noqa: E402
 
 flags.DEFINE_list('runs', None, 'name=workdir pairs of PPO runs.')
-flags.DEFINE_string('out', None, 'PNG file.')
+flags.DEFINE_string('out', None, 'PNG file (a new file, unless --overwrite).')
+cli.define_overwrite_flag()
 FLAGS = flags.FLAGS
 PANELS = (('train/score', 'reward-model score'), ('train/kl', 'KL to SFT (nats per episode)'),
           ('train/response_length', 'response length (tokens)'), ('eval/loss', 'pretraining loss (stdlib)'))
@@ -29,6 +34,9 @@ def read(workdir: str) -> list[dict]:
 
 def main(argv):
   del argv
+  if not FLAGS.runs:
+    raise ConfigError('--runs is required: name=workdir pairs of PPO runs, e.g. --runs=ppo=runs/instructgpt/ppo.')
+  cli.check_output('out', FLAGS.out)
   fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.2))
   for item in FLAGS.runs:
     name, workdir = item.split('=', 1)
@@ -39,6 +47,7 @@ def main(argv):
         ax.plot(*zip(*points), label=name, marker='.' if key.startswith('eval') else None)
       ax.set_title(title, fontsize=10)
       ax.set_xlabel('PPO update')
+      ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # updates are whole numbers
   axes[0].legend()
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
@@ -46,4 +55,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_main(main)

@@ -1,0 +1,40 @@
+"""experiments/instructgpt/run.sh writes only under the runs directory it is given; `publish` refuses a runs
+directory without results. The stages themselves are tested in test_rlhf.py and test_ppo.py: here PY is a program
+that records each command line, so the script's wiring runs in a second."""
+
+import os
+import subprocess
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, 'experiments', 'instructgpt', 'run.sh')
+RESULTS = os.path.join(REPO, 'experiments', 'instructgpt', 'results')
+
+
+def _snapshot(directory) -> dict:
+  return {name: os.path.getmtime(os.path.join(directory, name)) for name in sorted(os.listdir(directory))}
+
+
+def test_the_pipeline_writes_only_under_its_runs_directory(tmp_path):
+  log = tmp_path / 'commands.txt'
+  recorder = tmp_path / 'py'
+  recorder.write_text(f'#!/usr/bin/env bash\necho "$@" >> {log}\n')
+  recorder.chmod(0o755)
+  runs = tmp_path / 'runs'
+  before = _snapshot(RESULTS)
+  result = subprocess.run(['bash', SCRIPT, str(runs)], env=dict(os.environ, PY=str(recorder)), capture_output=True,
+                          text=True, timeout=60)
+  assert result.returncode == 0, result.stderr
+  assert _snapshot(RESULTS) == before
+  commands = log.read_text().splitlines()
+  assert len(commands) == 14  # 7 stages, 5 evaluations, the comparison and the plot
+  outputs = [arg.split('=', 1)[1] for line in commands for arg in line.split()
+             if arg.startswith(('--workdir=', '--out=', '--output_dir='))]
+  assert outputs and all(path.startswith(str(runs)) for path in outputs)
+  assert sorted(os.listdir(runs / 'results')) == ['wall_times.txt']
+
+
+def test_publish_refuses_a_runs_directory_without_results(tmp_path):
+  before = _snapshot(RESULTS)
+  result = subprocess.run(['bash', SCRIPT, 'publish', str(tmp_path)], capture_output=True, text=True, timeout=60)
+  assert result.returncode == 2 and result.stderr.startswith('error: ') and len(result.stderr.splitlines()) == 1
+  assert _snapshot(RESULTS) == before
