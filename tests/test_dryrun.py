@@ -159,6 +159,12 @@ def test_a_gpu_node_compiles_with_cudnn_attention_and_writes_json(tmp_path):
   assert report['flops']['source'] == 'hlo matmuls'
   assert report['flops']['compiled_step'] == pytest.approx(report['flops']['model'], rel=0.05)
   assert 'fits' in result.stdout and 'Could not find cuda drivers' not in result.stderr
+  # A tiny config's figures are in MiB, not rounded to 0.00 GiB.
+  assert ' MiB per chip of ' in result.stdout and '0.00 GiB' not in result.stdout
+
+
+def test_sizes_read_in_mib_below_one_gib():
+  assert targets.size(1.5 * 2**20) == '1.50 MiB' and targets.size(2**30) == '1.00 GiB'
 
 
 def test_a_command_line_error_is_one_sentence(tmp_path):

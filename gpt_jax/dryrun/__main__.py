@@ -23,7 +23,7 @@ from gpt_jax import cli  # noqa: E402
 from gpt_jax.config import ConfigError  # noqa: E402
 from gpt_jax.dryrun import analyse  # noqa: E402
 from gpt_jax.dryrun import search as search_lib  # noqa: E402
-from gpt_jax.dryrun.targets import GIB  # noqa: E402
+from gpt_jax.dryrun.targets import size  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('topology', None, 'what to compile for: a TPU slice <chip>:<shape> (v5e:2x2, v5p:4x4x4, '
@@ -43,10 +43,9 @@ def describe(report: analyse.Report) -> str:
            f'remat {report.remat}, {report.microbatches} microbatch(es), {report.attention} attention',
            f'{report.verdict}']
   if report.memory and 'argument' in report.memory:
-    mem = {k: v / GIB for k, v in report.memory.items()}
-    lines.append(f'memory per chip (GiB): arguments {mem["argument"]:.2f}, outputs {mem["output"]:.2f} (aliased '
-                 f'{mem["alias"]:.2f}), temporaries {mem["temp"]:.2f}, code {mem["code"]:.2f}, total '
-                 f'{mem["total"]:.2f} of {report.hbm_bytes / GIB:.1f}')
+    mem = {k: size(v) for k, v in report.memory.items()}
+    lines.append(f'memory per chip: arguments {mem["argument"]}, outputs {mem["output"]} (aliased {mem["alias"]}), '
+                 f'temporaries {mem["temp"]}, code {mem["code"]}, total {mem["total"]} of {size(report.hbm_bytes)}')
   if report.flops:
     f = report.flops
     counted = (f'XLA counts {f["compiled"]:.3g} (loop bodies once; the model counted so: '
@@ -55,9 +54,9 @@ def describe(report: analyse.Report) -> str:
                f'XLA gives no cost analysis here; the HLO\'s matmuls and cuDNN attention are {f["compiled_step"]:.3g}: '
                f'x{f["ratio"]:.2f} the model')
     lines.append(f'FLOPs per chip per step: model {f["model"]:.3g} (flops.py); {counted}')
-    traffic = ', '.join(f'{kind} {b / GIB:.2f}' for kind, b in sorted(report.collectives.items())) or 'none'
-    accessed = f'{report.bytes_accessed / GIB:.2f} GiB' if report.bytes_accessed is not None else 'not given'
-    lines.append(f'bytes accessed (loop bodies once) {accessed}; collectives per step (GiB): {traffic}')
+    traffic = ', '.join(f'{kind} {size(b)}' for kind, b in sorted(report.collectives.items())) or 'none'
+    accessed = size(report.bytes_accessed) if report.bytes_accessed is not None else 'not given'
+    lines.append(f'bytes accessed (loop bodies once) {accessed}; collectives per step: {traffic}')
     r = report.roofline
     lines.append(f'roofline: compute {r["compute_s"]:.3g} s, HBM >= {r["memory_s"]:.3g} s, collectives '
                  f'{r["collective_s"]:.3g} s -> step >= {r["step_s"]:.3g} s, MFU ceiling {r["mfu_ceiling"]:.0%}')

@@ -23,7 +23,7 @@ from gpt_jax import sharding as gs
 from gpt_jax.config import ConfigError
 from gpt_jax.dryrun import hlo
 from gpt_jax.dryrun import targets
-from gpt_jax.dryrun.targets import GIB, Target
+from gpt_jax.dryrun.targets import GIB, Target, size
 
 # XLA:TPU's refusal, e.g. "... memory required for HLO temporaries (110.73G) exceeds available HBM (95.74G)".
 _OOM_FIGURES = re.compile(r'\(([\d.]+)([KMGT])\).*?\(([\d.]+)([KMGT])\)')
@@ -145,7 +145,7 @@ def _read_compiled(report: Report, compiled, config, model_flops: float, target:
   report.memory = memory
   report.fits = memory['total'] <= report.hbm_bytes
   share = memory['total'] / report.hbm_bytes
-  report.verdict = (f'{"fits" if report.fits else "does not fit"}: {memory["total"] / GIB:.2f} GiB per chip of '
+  report.verdict = (f'{"fits" if report.fits else "does not fit"}: {size(memory["total"])} per chip of '
                     f'{report.hbm_bytes / GIB:.1f} GiB HBM ({share:.0%}).')
   text = compiled.as_text() or ''
   cost = compiled.cost_analysis() or {}  # XLA gives none for a GPU compiled without one

@@ -17,7 +17,7 @@ from gpt_jax import loop
 from gpt_jax import sharding as gs
 from gpt_jax.config import ConfigError, validate
 from gpt_jax.dryrun import analyse
-from gpt_jax.dryrun.targets import GIB, Target
+from gpt_jax.dryrun.targets import GIB, Target, size
 
 REMATS = ('none', 'save_dots', 'full')  # least recomputation first
 TENSOR = (1, 2, 4, 8)  # tensor-parallel sizes tried (within a slice or node)
@@ -115,7 +115,7 @@ def row(report: analyse.Report) -> str:
   """One line per setting: mesh, remat, microbatches, memory, fit, roofline and compile time."""
   mesh = 'x'.join(str(s) for s in report.mesh.values())
   total = (report.memory or {}).get('total')
-  memory = f'{total / GIB:7.2f} GiB' if total is not None else '      ? GiB'
+  memory = f'{size(total):>11}' if total is not None else f'{"?":>11}'
   step = f'step >= {report.roofline["step_s"]:.3g} s, MFU <= {report.roofline["mfu_ceiling"]:.0%}' \
       if report.roofline else ''
   return (f'mesh {mesh:>12} remat {report.remat:>9} mb {report.microbatches:>3}  {memory}  '
@@ -131,6 +131,6 @@ def summary(ranking: list[analyse.Report]) -> str:
   else:
     mesh = ', '.join(f'{k}={v}' for k, v in best.mesh.items())
     lines.append(f'best: mesh {mesh}, remat {best.remat}, {best.microbatches} microbatch(es): '
-                 f'{best.memory["total"] / GIB:.2f} GiB per chip, step >= {best.roofline["step_s"]:.3g} s, '
+                 f'{size(best.memory["total"])} per chip, step >= {best.roofline["step_s"]:.3g} s, '
                  f'MFU ceiling {best.roofline["mfu_ceiling"]:.0%}.')
   return '\n'.join(lines)

@@ -24,6 +24,14 @@ from gpt_jax.config import ConfigError
 from gpt_jax.fd_stderr import captured_stderr
 
 GIB = 2**30
+MIB = 2**20
+
+
+def size(n_bytes: float) -> str:
+  """A byte count for a person: GiB from 1 GiB up, MiB below (so a tiny config does not read 0.00 GiB)."""
+  return f'{n_bytes / GIB:.2f} GiB' if n_bytes >= GIB else f'{n_bytes / MIB:.2f} MiB'
+
+
 # Where requirements-dryrun.txt is installed (pip install --target): libtpu, the jax CUDA plugin and cuDNN.
 DRYRUN_DIR = os.environ.get('GPT_JAX_DRYRUN_DIR', os.path.join(sys.prefix, 'dryrun'))
 INSTALL = f'pip install --no-deps --target {DRYRUN_DIR} -r requirements-dryrun.txt'
