@@ -182,3 +182,19 @@ def test_load_gpt2_reads_a_directory_without_tokenizer_files(hf_dir, reference, 
     (tmp_path / name).write_bytes(open(os.path.join(hf_dir, name), 'rb').read())
   config, params = hf.load_gpt2(str(tmp_path))
   np.testing.assert_allclose(_logits(config, params, tokens), want, atol=1e-4, rtol=1e-4)
+
+
+def test_export_of_a_byte_tokenizer_run_says_how_to_tokenize(tmp_path):
+  from tests.helpers import tiny_config
+  config = tiny_config()
+  assert config.data.tokenizer == 'byte'
+  params = gm.init_params(gm.GPTLM(config.model), jax.random.key(0))
+  out = hf.save_gpt2(config, jax.device_get(params), str(tmp_path / 'out'))
+  note = open(os.path.join(out, 'TOKENIZER.md'), encoding='utf-8').read()
+  byte = tok_lib.ByteTokenizer()
+  assert 'UTF-8 bytes of the text (0 to 255), 256 is end-of-text' in note and byte.eot_id == 256
+  assert json.loads(open(os.path.join(out, 'config.json')).read())['eos_token_id'] == byte.eot_id
+  code = note.split('\n\n    ', 1)[1]  # the note's two lines of code, run as written
+  scope = {'text': 'naïve ✓'}
+  exec(code.replace('\n    ', '\n'), scope)  # noqa: S102
+  assert scope['ids'] == byte.encode('naïve ✓') and scope['text'] == 'naïve ✓'

@@ -225,7 +225,8 @@ def copy_tokenizer(source_dir: str, out_dir: str) -> None:
 
 
 def save_gpt2(config, params, out_dir: str) -> str:
-  """Writes config.json and model.safetensors (and the tokenizer files of an hf: tokenizer) to out_dir."""
+  """Writes config.json and model.safetensors to out_dir, with the tokenizer files of an hf: tokenizer, or a note
+  on how to tokenize (TOKENIZER.md) for gpt_jax's byte and sentencepiece tokenizers."""
   tensors = params_to_hf(config, params)
   os.makedirs(out_dir, exist_ok=True)
   st.save_file(tensors, os.path.join(out_dir, WEIGHTS), metadata={'format': 'pt'})
@@ -234,4 +235,44 @@ def save_gpt2(config, params, out_dir: str) -> str:
   tokenizer = str(config.data.tokenizer)
   if tokenizer.startswith('hf:'):
     copy_tokenizer(tokenizer[len('hf:'):], out_dir)
+  else:
+    write_tokenizer_note(tokenizer, out_dir)
   return out_dir
+
+
+_BYTE_NOTE = """# Tokenizer
+
+This GPT-2 was trained by gpt_jax with its byte tokenizer, which transformers has no class for: token ids are the
+UTF-8 bytes of the text (0 to 255), 256 is end-of-text (bos_token_id and eos_token_id in config.json) and 257 is
+padding, never predicted.
+
+    ids = list(text.encode('utf-8'))
+    text = bytes(i for i in ids if i < 256).decode('utf-8', errors='replace')
+"""
+
+_SENTENCEPIECE_NOTE = """# Tokenizer
+
+This GPT-2 was trained by gpt_jax with the sentencepiece model copied here as `{name}`; transformers' GPT-2
+tokenizers do not read it. End-of-text (bos_token_id and eos_token_id in config.json) is its `{eot}` piece.
+
+    import sentencepiece
+    sp = sentencepiece.SentencePieceProcessor(model_file='{name}')
+    ids = sp.encode(text)
+    text = sp.decode(ids)
+"""
+
+
+def write_tokenizer_note(tokenizer: str, out_dir: str) -> None:
+  """TOKENIZER.md in an export of a run whose tokenizer is not a Hugging Face one (byte or sentencepiece): how to
+  turn text into the model's ids and back; a sentencepiece model is copied beside it."""
+  if tokenizer == 'byte':
+    note = _BYTE_NOTE
+  else:
+    name = 'tokenizer.model'
+    note = _SENTENCEPIECE_NOTE.format(name=name, eot=tok_lib.EOT_PIECE)
+    if os.path.isfile(os.path.expanduser(tokenizer)):
+      shutil.copyfile(os.path.expanduser(tokenizer), os.path.join(out_dir, name))
+    else:
+      note += f'\n{tokenizer} was not on the machine that exported this model: copy it here as {name}.\n'
+  with open(os.path.join(out_dir, 'TOKENIZER.md'), 'w', encoding='utf-8') as f:
+    f.write(note)
