@@ -308,15 +308,17 @@ def define_model_flags(random_init: bool = True) -> None:
   _list_in_help('workdir', 'mesh', *(('init', 'seed') if random_init else ()))
 
 
-def inference_mesh(config, spec: str | None):
+def inference_mesh(config, spec: str | None, flag: str = '--mesh', sep: str = ','):
   """The mesh evaluation and sampling run on: --mesh=data,fsdp,tensor (one of them may be -1), else the run's
-  own config.mesh, so a model that needed FSDP or tensor parallelism to train is loaded sharded the same way."""
+  own config.mesh, so a model that needed FSDP or tensor parallelism to train is loaded sharded the same way.
+  flag and sep spell the setting as the command takes it (lm-eval's model_args: mesh=-1x1x1)."""
+  example = f'{flag}={sep.join(("-1", "1", "1"))}'
   if spec:
     try:
-      data, fsdp, tensor = (int(x) for x in spec.split(','))
+      data, fsdp, tensor = (int(x) for x in spec.split(sep))
     except ValueError:
-      raise ConfigError(f'--mesh={spec} must be three comma-separated sizes data,fsdp,tensor (one may be -1), '
-                        f'e.g. --mesh=-1,1,1.') from None
+      raise ConfigError(f'{flag}={spec} must be three sizes data{sep}fsdp{sep}tensor (one may be -1), '
+                        f'e.g. {example}.') from None
     config = config.copy_and_resolve_references()
     config.mesh.update(data=data, fsdp=fsdp, tensor=tensor, dcn_data=1, dcn_fsdp=1)
   try:
@@ -324,24 +326,25 @@ def inference_mesh(config, spec: str | None):
   except ConfigError as error:
     reason = str(error).rstrip('.')
     if spec:
-      raise ConfigError(f'--mesh={spec} does not fit the {jax.device_count()} devices and this model ({reason}); '
-                        f'give other data,fsdp,tensor sizes, e.g. --mesh=-1,1,1.') from None
+      raise ConfigError(f'{flag}={spec} does not fit the {jax.device_count()} devices and this model ({reason}); '
+                        f'give other data{sep}fsdp{sep}tensor sizes, e.g. {example}.') from None
     raise ConfigError(f'the run\'s own mesh does not fit the {jax.device_count()} devices here ({reason}); pass '
-                      f'--mesh=data,fsdp,tensor, e.g. --mesh=-1,1,1.') from None
+                      f'{flag}=data{sep}fsdp{sep}tensor, e.g. {example}.') from None
 
 
-def load_model(config, workdir: str | None, init: str, seed: int = 0, mesh_spec: str | None = None):
+def load_model(config, workdir: str | None, init: str, seed: int = 0, mesh_spec: str | None = None,
+               mesh_flag: tuple[str, str] = ('--mesh', ',')):
   """(config, module, params, step, mesh) of a GPTLM from a run's latest checkpoint or an export, or randomly
   initialised from a config.
 
   --workdir=runs/x reads the run's own config (validated once) and params; --init=random with
   --config=configs/<file>.py:<arg> (config, already validated by config_from_flags) builds a smoke-test model
-  (step None). Params come sharded over inference_mesh(config, mesh_spec).
+  (step None). Params come sharded over inference_mesh(config, mesh_spec, *mesh_flag).
   """
   if init == 'random':
     if config is None:
       raise ConfigError('--init=random needs --config=configs/<file>.py[:<arg>] to know the model shape.')
-    mesh = inference_mesh(config, mesh_spec)
+    mesh = inference_mesh(config, mesh_spec, *mesh_flag)
     module = gm.GPTLM(config.model)
     shardings = gs.param_shardings(gm.abstract_variables(module)['params'], mesh)
     return config, module, gm.init_params(module, jax.random.key(seed), shardings=shardings), None, mesh
@@ -357,7 +360,7 @@ def load_model(config, workdir: str | None, init: str, seed: int = 0, mesh_spec:
                       f'export_params directory.')
   config = ckpt.load_config(workdir)
   warn_about_platform(config)
-  mesh = inference_mesh(config, mesh_spec)
+  mesh = inference_mesh(config, mesh_spec, *mesh_flag)
   module = gm.GPTLM(config.model)
   params, step = ckpt.load_for_inference(workdir, gs.abstract_params(gm.abstract_variables(module)['params'], mesh))
   return config, module, params, step, mesh

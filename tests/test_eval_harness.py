@@ -96,3 +96,29 @@ def test_lm_eval_cli_runs_a_local_task_with_the_gpt_jax_model(models, tmp_path):
   refused = subprocess.run([sys.executable, '-m', 'gpt_jax.eval.harness', '--model', 'hf'], capture_output=True,
                            text=True, timeout=300, cwd=REPO)
   assert refused.returncode == 2 and refused.stderr.startswith('error: --model is set by this command')
+
+
+@pytest.mark.parametrize('model_args,message', [
+    (dict(workdri='RUN'), "--model_args key 'workdri' is not one of gpt_jax's (workdir, mesh, batch_tokens, "
+                          "gen_batch_size, seed): did you mean workdir? e.g. --model_args workdir=runs/x"),
+    (dict(), '--model_args needs workdir=<run>'),
+    (dict(workdir='RUN', mesh='3x1x1'), '--model_args mesh=3x1x1 does not fit the 8 devices'),
+    (dict(workdir='RUN', mesh='3,1,1'), '--model_args mesh=3,1,1 must be three sizes dataxfsdpxtensor'),
+])
+def test_bad_model_args_are_refused_in_this_commands_syntax(model_args, message, models):
+  from gpt_jax.config import ConfigError
+  run = models[2]
+  with pytest.raises(ConfigError) as error:
+    GptJaxLM(**{k: v.replace('RUN', run) for k, v in model_args.items()}, batch_size=1, device=None)
+  assert message in str(error.value) and '--mesh=' not in str(error.value)
+
+
+@pytest.mark.parametrize('tasks,message', [
+    ([], 'error: --tasks is required'), (['--tasks', 'no_such_task'], 'error: unknown lm-eval task(s) no_such_task'),
+])
+def test_missing_or_unknown_tasks_are_one_sentence(tasks, message, models):
+  result = subprocess.run([sys.executable, '-m', 'gpt_jax.eval.harness', '--model_args', f'workdir={models[2]}',
+                           *tasks], capture_output=True, text=True, timeout=300, cwd=REPO)
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+  assert result.returncode == 2 and 'Traceback' not in result.stderr and len(errors) == 1, result.stderr[-2000:]
+  assert errors[0].startswith(message)

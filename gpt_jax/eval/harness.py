@@ -14,6 +14,8 @@ transformers model on the same checkpoint request by request.
 
 from __future__ import annotations
 
+import difflib
+import os
 import sys
 
 import jax
@@ -39,14 +41,17 @@ class GptJaxLM(TemplateLM):
 
   model_args: workdir (required), mesh (dataxfsdpxtensor, e.g. -1x1x1; default the run's), batch_tokens (tokens
   per scoring pass, default 4096), gen_batch_size (prompts decoded together, default 16), seed (for sampled
-  generations). Other lm-eval model arguments (batch_size, device) do not apply and are ignored.
+  generations). lm-eval's own batch_size, max_batch_size and device do not apply and are ignored; any other key
+  is refused.
   """
 
   def __init__(self, workdir: str | None = None, mesh: str | None = None, batch_tokens: int = 4096,
-               gen_batch_size: int = 16, seed: int = 0, **unused):
+               gen_batch_size: int = 16, seed: int = 0, **others):
     super().__init__()
-    mesh = str(mesh).replace('x', ',') if mesh is not None else None
-    config, module, params, self.step, mesh = cli.load_model(None, workdir, 'checkpoint', 0, mesh)
+    _check_model_args(workdir, others)
+    mesh = str(mesh) if mesh is not None else None
+    config, module, params, self.step, mesh = cli.load_model(None, workdir, 'checkpoint', 0, mesh,
+                                                             mesh_flag=('--model_args mesh', 'x'))
     self.tokenizer_ = tok_lib.load(config.data)
     self.max_length = config.model.context
     self.sampler = sample_lib.Sampler(module, config.model, params, eot_id=self.tokenizer_.eot_id,
@@ -108,6 +113,32 @@ class GptJaxLM(TemplateLM):
     return out
 
 
+MODEL_ARGS = ('workdir', 'mesh', 'batch_tokens', 'gen_batch_size', 'seed')
+_LM_EVAL_ARGS = ('batch_size', 'max_batch_size', 'device')  # what lm-eval passes every model
+
+
+def _check_model_args(workdir, others: dict) -> None:
+  """--model_args in this command's syntax: known keys only, and a workdir that is a directory."""
+  unknown = sorted(set(others) - set(_LM_EVAL_ARGS))
+  if unknown:
+    close = difflib.get_close_matches(unknown[0], MODEL_ARGS, n=1)
+    hint = f'did you mean {close[0]}? ' if close else ''
+    raise ConfigError(f'--model_args key {unknown[0]!r} is not one of gpt_jax\'s ({", ".join(MODEL_ARGS)}): '
+                      f'{hint}e.g. --model_args workdir=runs/x mesh=-1x1x1.')
+  if not workdir:
+    raise ConfigError('--model_args needs workdir=<run>: the gpt_jax run or export to evaluate, e.g. --model_args '
+                      'workdir=runs/x.')
+  if not os.path.isdir(workdir):
+    raise ConfigError(f'--model_args workdir={workdir} is not a directory: pass a run or export directory.')
+
+
+def _check_tasks(args: list[str]) -> None:
+  """A run without --tasks (or a --config that may name them) is refused before lm-eval starts."""
+  if not any(arg.split('=', 1)[0] in ('--tasks', '--config', '-t', '-C') for arg in args):
+    raise ConfigError('--tasks is required: the lm-eval tasks to run, e.g. --tasks lambada_openai (list them with '
+                      'python -m gpt_jax.eval.harness ls tasks; add --include_path <dir> for your own YAML tasks).')
+
+
 def main() -> None:
   if any(arg == '--model' or arg.startswith('--model=') for arg in sys.argv[1:]):
     print('error: --model is set by this command (gpt_jax); pass the run with --model_args workdir=runs/x.',
@@ -118,11 +149,20 @@ def main() -> None:
   if args[:1] in (['ls'], ['validate']):
     sys.argv = ['lm-eval', *args]  # lm-eval's own subcommands, which take no model
   else:
-    sys.argv = ['lm-eval', 'run', '--model', 'gpt_jax', *(args[1:] if args[:1] == ['run'] else args)]
+    args = args[1:] if args[:1] == ['run'] else args
+    sys.argv = ['lm-eval', 'run', '--model', 'gpt_jax', *args]
   try:
+    if sys.argv[1] == 'run':
+      _check_tasks(args)
     cli_evaluate()
   except ConfigError as error:
     print(f'error: {error}', file=sys.stderr)
+    sys.exit(2)
+  except ValueError as error:  # lm-eval's word for task names it does not know, raised before any model loads
+    if not str(error).startswith('Tasks not found'):
+      raise
+    print(f'error: unknown lm-eval task(s) {str(error).split(":", 1)[1].strip()}: list the tasks with python -m '
+          f'gpt_jax.eval.harness ls tasks, or pass --include_path <dir> holding your own task YAML.', file=sys.stderr)
     sys.exit(2)
 
 
