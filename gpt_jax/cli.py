@@ -317,7 +317,8 @@ def inference_mesh(config, spec: str | None, flag: str = '--mesh', sep: str = ',
     try:
       data, fsdp, tensor = (int(x) for x in spec.split(sep))
     except ValueError:
-      raise ConfigError(f'{flag}={spec} must be three sizes data{sep}fsdp{sep}tensor (one may be -1), '
+      separated = 'comma-separated' if sep == ',' else f'{sep}-separated'
+      raise ConfigError(f'{flag}={spec} must be three {separated} sizes data{sep}fsdp{sep}tensor (one may be -1), '
                         f'e.g. {example}.') from None
     config = config.copy_and_resolve_references()
     config.mesh.update(data=data, fsdp=fsdp, tensor=tensor, dcn_data=1, dcn_fsdp=1)

@@ -103,7 +103,7 @@ def test_lm_eval_cli_runs_a_local_task_with_the_gpt_jax_model(models, tmp_path):
                           "gen_batch_size, seed): did you mean workdir? e.g. --model_args workdir=runs/x"),
     (dict(), '--model_args needs workdir=<run>'),
     (dict(workdir='RUN', mesh='3x1x1'), '--model_args mesh=3x1x1 does not fit the 8 devices'),
-    (dict(workdir='RUN', mesh='3,1,1'), '--model_args mesh=3,1,1 must be three sizes dataxfsdpxtensor'),
+    (dict(workdir='RUN', mesh='3,1,1'), '--model_args mesh=3,1,1 must be three x-separated sizes dataxfsdpxtensor'),
 ])
 def test_bad_model_args_are_refused_in_this_commands_syntax(model_args, message, models):
   from gpt_jax.config import ConfigError
