@@ -195,8 +195,8 @@ _MODEL_KINDS = (
     ('policy', "a PPO run's policy and value network",
      "pass {path}/policy instead: the policy alone, exported by the PPO run as a language model"),
     ('reward_head', 'a reward model',
-     'a reward model scores responses (python -m gpt_jax.rlhf.reward score --workdir={path}) and does not generate '
-     'text: pass a language model (a pretraining, SFT or DPO run, or a PPO run\'s policy folder)'),
+     'it scores responses (python -m gpt_jax.rlhf.reward score --workdir={path}) and does not generate text: pass '
+     'a language model (a pretraining, SFT or DPO run, or a PPO run\'s policy folder)'),
     ('cls_head', 'a classifier', 'pass a language model (a pretraining, SFT or DPO run, or a PPO run\'s policy '
      'folder)'),
     ('trunk', 'a language model', ''),
@@ -229,7 +229,7 @@ def wrong_model(path: epath.Path, where: str, mismatch: str, stored, wanted) -> 
   want, _ = _model_kind(wanted)
   if have != want and have != 'an unknown model':
     advice = instead.format(path=path) if want == 'a language model' and instead else f'pass a run holding {want}'
-    return f'{path} holds {have}{_written_by(path)}, not {want} as asked for here ({mismatch}): {advice}.'
+    return f'{path} holds {have}{_written_by(path)}, not {want} as asked for here ({mismatch}); {advice}.'
   return (f'{where} does not fit the model asked for ({mismatch}): it holds {have} of another size (its config is '
           f'{path / CONFIG_FILE}) or another parameter layout (an older gpt_jax); load it with its own config, or '
           f'train or export it again.')

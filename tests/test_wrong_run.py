@@ -69,7 +69,7 @@ def test_a_reward_model_loaded_as_a_language_model_says_so_and_how_to_score(runs
 
 def test_a_language_model_loaded_as_a_reward_model_asks_for_one(runs):
   with pytest.raises(gcfg.ConfigError, match=r'holds a language model \(written by gpt_jax.rlhf.sft\), not a reward '
-                                             r'model .*: pass a run holding a reward model\.'):
+                                             r'model .*; pass a run holding a reward model\.'):
     _load(runs['sft'], heads.RewardModel(tiny_config().model))
 
 
