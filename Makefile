@@ -49,7 +49,7 @@ experiments-scaling: $(EXPERIMENTS)
 experiments-few-shot: $(EXPERIMENTS)
 	$(VENV)/bin/python -m experiments.few_shot.run --table=experiments/scaling_laws/results/runs.csv \
 	  --runs_root=experiments/scaling_laws/runs/cpu --output=experiments/few_shot/results/results.json \
-	  --plots=experiments/few_shot/plots
+	  --plots=experiments/few_shot/plots --overwrite
 
 quickstart: $(RUNTIME)
 	$(VENV)/bin/python -m gpt_jax.train --config=configs/tiny.py:micro --workdir=runs/quickstart

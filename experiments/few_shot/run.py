@@ -6,7 +6,7 @@ in the table's truncated column (of `prompts` scored) and drawn hollow in the pl
 
     python -m experiments.few_shot.run --table=experiments/scaling_laws/results/runs.csv \
         --runs_root=experiments/scaling_laws/runs/cpu --output=experiments/few_shot/results/results.json \
-        --plots=experiments/few_shot/plots
+        --plots=experiments/few_shot/plots --overwrite
 
 The models are the scaling sweep's checkpoints: per model shape, its finished run with the lowest validation loss.
 A standard error is over test items, each item's score first averaged over the demonstration seeds (K = 0 has no
