@@ -3,7 +3,7 @@ score, and win rates against a baseline policy under the reward model and under 
 
     python -m experiments.instructgpt.compare --reward=runs/rlhf/rm --baseline=sft \\
         --policies=base=runs/rlhf/base,sft=runs/rlhf/sft,ppo=runs/rlhf/ppo/policy,dpo=runs/rlhf/dpo \\
-        --out=experiments/instructgpt/results/compare.json
+        --out=runs/rlhf/results/compare.json
 
 Every policy answers the same held-out prompts greedily (temperature 0, at most 8 tokens, stopping at EOS or a
 newline). A win counts 1, a tie 1/2: under the reward model by the higher normalised score, under the judge by

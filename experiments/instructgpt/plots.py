@@ -1,7 +1,7 @@
 """Plots PPO runs' score, KL to the SFT policy, response length and pretraining loss over updates (PNG).
 
     python -m experiments.instructgpt.plots --runs=ppo=runs/rlhf/ppo,ppo-ptx=runs/rlhf/ppo_ptx \\
-        --out=experiments/instructgpt/results/ppo.png
+        --out=runs/rlhf/results/ppo.png
 """
 
 from __future__ import annotations
