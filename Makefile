@@ -10,7 +10,7 @@ $(RUNTIME): requirements.txt constraints.txt
 	$(VENV)/bin/pip install -q -r requirements.txt -c constraints.txt
 	touch $(RUNTIME)
 
-$(DEV): $(RUNTIME) requirements-dev.txt requirements-lmeval.txt requirements-dryrun.txt
+$(DEV): $(RUNTIME) requirements-dev.txt requirements-lmeval.txt requirements-experiments.txt requirements-dryrun.txt
 	$(VENV)/bin/pip install -q -r requirements-dev.txt -c constraints.txt
 	$(VENV)/bin/pip install -q --no-deps --upgrade --target $(VENV)/dryrun -r requirements-dryrun.txt
 	touch $(DEV)
