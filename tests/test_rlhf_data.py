@@ -3,6 +3,9 @@ the one-sentence errors for bad input."""
 
 import collections
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -181,3 +184,24 @@ def test_a_prompt_budget_without_room_for_a_response_is_refused():
     stage.prepare(config)
   with pytest.raises(gcfg.ConfigError, match="'toy:choice' is not a toy task of this stage"):
     stage.toy_source(toy.instructions)(1, 0, False, 'choice')
+
+
+_TOY_DIGEST = ('import hashlib, json; from gpt_jax.rlhf import toy; '
+               'print(hashlib.sha256(json.dumps([toy.instructions(300), toy.rankings(300, max_k=5), toy.pairs(300), '
+               '[toy.classification(k, 100) for k in ("single", "pair", "choice")]]).encode()).hexdigest())')
+
+
+def test_toy_data_is_the_same_under_every_hash_seed(tmp_path):
+  """String sets iterate in an order set by PYTHONHASHSEED: no generator, and no file of the toy command, may
+  depend on it (a resumed run, or another host, would see other data)."""
+  digests, trees = set(), []
+  for seed in ('1', '2', '3'):
+    env = dict(os.environ, PYTHONHASHSEED=seed, JAX_PLATFORMS='cpu')
+    out = subprocess.run([sys.executable, '-c', _TOY_DIGEST], env=env, capture_output=True, text=True, check=True)
+    digests.add(out.stdout)
+    directory = tmp_path / seed
+    subprocess.run([sys.executable, '-m', 'gpt_jax.rlhf', 'toy', f'--out={directory}', '--items=300',
+                    '--held_out=50'], env=env, capture_output=True, check=True)
+    trees.append({p.relative_to(directory): p.read_bytes() for p in directory.rglob('*') if p.is_file()})
+  assert len(digests) == 1
+  assert trees[0] == trees[1] == trees[2] and len(trees[0]) == 15

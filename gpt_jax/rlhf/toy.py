@@ -102,8 +102,9 @@ def wrong_answers(prompt: str, rng: random.Random) -> list[str]:
     candidates |= {int(w.rstrip('?')) for w in prompt.split() if w.rstrip('?').isdigit()}  # an operand
     texts = [str(c) for c in candidates if c >= 0 and c != value]
   else:
-    texts = {answer[1] + answer[0] + answer[2:], answer[:-2] + answer[-1] + answer[-2], answer[::-1],
-             answer[0] + ''.join(sorted(answer[1:])), prompt.split()[2]}
+    # dict.fromkeys, not a set: a set of strings iterates in an order that changes with PYTHONHASHSEED.
+    texts = dict.fromkeys([answer[1] + answer[0] + answer[2:], answer[:-2] + answer[-1] + answer[-2],
+                           answer[::-1], answer[0] + ''.join(sorted(answer[1:])), prompt.split()[2]])
     texts = [t for t in texts if t != answer]
   rng.shuffle(texts)
   by_closeness = {}
