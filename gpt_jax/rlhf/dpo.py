@@ -20,7 +20,6 @@ from gpt_jax import cli
 from gpt_jax import losses
 from gpt_jax import model as gm
 from gpt_jax import sharding as gs
-from gpt_jax.data import pipeline
 from gpt_jax.rlhf import data as rdata
 from gpt_jax.rlhf import stage
 from gpt_jax.rlhf import toy
@@ -93,16 +92,17 @@ def loss_fn(config):
 
 
 def reference_logps(config, ref_params, rows: dict, mesh) -> np.ndarray:
-  """The reference's sequence log-probs [N, 2] over every row, in batches of the training batch's rows."""
+  """The reference's sequence log-probs [N, 2] over every row, in batches of the training batch's rows, whole on
+  every process (each holds every row, as its row stream does)."""
   module = gm.GPTLM(config.model)
   shards = gs.batch_shards(mesh)
   batch_rows = shards * max(1, config.train.batch_tokens // (2 * config.model.context) // shards)
   score = jax.jit(lambda p, b: _pair_logps(module, p, b)[0])
   out = []
   with gs.activation_context(mesh):
-    for local in rdata.eval_batches(rows, batch_rows, jax.process_index(), jax.process_count()):
-      batch = pipeline.make_global_batch({k: local[k] for k in ('tokens', 'loss_mask')}, gs.batch_sharding(mesh))
-      out.append(np.asarray(jax.device_get(score(ref_params, batch))))
+    for whole in rdata.eval_batches(rows, batch_rows):
+      batch = {k: gs.global_rows(whole[k], mesh) for k in ('tokens', 'loss_mask')}
+      out.append(gs.to_host(score(ref_params, batch)))
   return np.concatenate(out)[:stage.n_rows(rows)]
 
 

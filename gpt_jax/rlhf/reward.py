@@ -27,7 +27,6 @@ from gpt_jax import model as gm
 from gpt_jax import sample
 from gpt_jax import sharding as gs
 from gpt_jax.config import ConfigError
-from gpt_jax.data import pipeline
 from gpt_jax.data import tokenizer as tokenizer_lib
 from gpt_jax.heads import RewardModel
 from gpt_jax.rlhf import data as rdata
@@ -95,7 +94,12 @@ def build_task(config):
 # Scoring and normalisation.
 
 class Scorer:
-  """Raw reward-model scores of (prompt, response) texts, EOS appended to each response as in training."""
+  """Raw reward-model scores of (prompt, response) texts, EOS appended to each response as in training, or of token
+  sequences as they are (score_ids), each read at its last token.
+
+  Every process passes the same inputs: each batch is split over the mesh's batch axes (sharding.global_rows) and
+  the scores come back whole to every process (sharding.to_host).
+  """
 
   def __init__(self, config, params, mesh, tokenizer, batch_size: int):
     self.config, self.params, self.mesh, self.tokenizer = config, params, mesh, tokenizer
@@ -104,21 +108,23 @@ class Scorer:
     self._apply = jax.jit(lambda p, t, m: module.apply({'params': p}, t, m))
 
   def __call__(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-    context, counts = self.config.model.context, collections.Counter()
-    out = []
-    for start in range(0, len(pairs), self.batch_size):
-      chunk = pairs[start:start + self.batch_size]
+    counts = collections.Counter()
+    return self.score_ids([rdata.encode(self.tokenizer, [(prompt, False), (response, True)],
+                                        self.config.model.context, self.config.rlhf.max_prompt_tokens, counts)[0]
+                           for prompt, response in pairs])
+
+  def score_ids(self, sequences: list[np.ndarray]) -> np.ndarray:
+    context, out = self.config.model.context, []
+    for start in range(0, len(sequences), self.batch_size):
+      chunk = sequences[start:start + self.batch_size]
       tokens = np.full((self.batch_size, context), self.tokenizer.pad_id, np.int32)
       mask = np.zeros((self.batch_size, context), np.int32)
-      for i, (prompt, response) in enumerate(chunk):
-        ids, _ = rdata.encode(self.tokenizer, [(prompt, False), (response, True)], context,
-                              self.config.rlhf.max_prompt_tokens, counts)
+      for i, ids in enumerate(chunk):
         tokens[i, :len(ids)], mask[i, :len(ids)] = ids, 1
       mask[len(chunk):, 0] = 1  # padding rows read their first token
-      batch = pipeline.make_global_batch({'t': tokens, 'm': mask}, gs.batch_sharding(self.mesh))
       with gs.activation_context(self.mesh):
-        scores = self._apply(self.params, batch['t'], batch['m'])
-      out.append(np.asarray(jax.device_get(scores))[:len(chunk)])
+        scores = self._apply(self.params, gs.global_rows(tokens, self.mesh), gs.global_rows(mask, self.mesh))
+      out.append(gs.to_host(scores)[:len(chunk)])
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
