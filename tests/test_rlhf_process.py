@@ -80,7 +80,7 @@ def test_two_processes_train_a_reward_model_and_its_normalisation_as_one(sft_run
   outputs = _run('reward', two, sft_run, 2)
   assert 'reward normalisation' in outputs[0] and 'reward normalisation' not in outputs[1]
   norms = [json.loads(open(os.path.join(w, 'reward_norm.json')).read()) for w in (one, two)]
-  assert norms[0]['samples'] == 24
+  assert norms[0]['sampling'] == norms[1]['sampling'] and norms[0]['samples'] == 24
   for key in ('gain', 'bias', 'mean', 'std'):
     assert norms[1][key] == pytest.approx(norms[0][key], rel=1e-4, abs=1e-5), key
   mesh = gs.single_device_mesh()

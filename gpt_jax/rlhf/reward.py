@@ -129,25 +129,41 @@ class Scorer:
 
 
 def normalization(config, params, mesh, data: stage.Data) -> dict:
-  """{gain, bias, mean, std, samples, source}: gain * raw + bias has mean 0 and std 1 over responses sampled from
-  rlhf.init_from (temperature rlhf.temperature, rlhf.response_tokens) to the first training prompts; without a
-  starting policy or with rlhf.norm_samples = 0, over the training data's own responses."""
+  """{gain, bias, mean, std, samples, source, sampling}: gain * raw + bias has mean 0 and std 1 over responses
+  sampled from rlhf.init_from to the first training prompts and scored as PPO scores its rollouts (the sampled ids
+  as they are: at EOS, or at the last token of a response the length limit cut); without a starting policy or
+  with rlhf.norm_samples = 0, over the training data's own responses (sampling: null)."""
   r = config.rlhf
-  prompts = [example[0] for example in data.train]
+  scorer = Scorer(config, params, mesh, data.tokenizer, 64)
   if r.init_from and r.norm_samples:
-    lm = stage.load_lm_params(r.init_from, config, mesh)
-    sampler = sample.Sampler(gm.GPTLM(config.model), config.model, lm, eot_id=data.tokenizer.eot_id,
-                             pad_id=data.tokenizer.pad_id, batch_size=min(64, r.norm_samples), mesh=mesh)
-    chosen = [prompts[i % len(prompts)] for i in range(r.norm_samples)]
-    samples = sample.generate_text(sampler, data.tokenizer, chosen, max_new_tokens=r.response_tokens,
-                                   rng=jax.random.key(config.train.seed), temperature=r.temperature)
-    pairs, source = list(zip(chosen, [s.text for s in samples])), f'{len(chosen)} samples of {r.init_from}'
+    sequences, sampling = _policy_samples(config, mesh, data)
+    raw, source = scorer.score_ids(sequences), f'{len(sequences)} samples of {r.init_from}'
   else:
     pairs = [(example[0], response) for example in data.train for response in example[1]]
+    raw, sampling = scorer(pairs), None
     source = f'the {len(pairs)} responses of the training data'
-  raw = Scorer(config, params, mesh, data.tokenizer, 64)(pairs)
   mean, std = float(np.mean(raw)), float(np.std(raw)) or 1.0
-  return dict(gain=1.0 / std, bias=-mean / std, mean=mean, std=std, samples=len(pairs), source=source)
+  return dict(gain=1.0 / std, bias=-mean / std, mean=mean, std=std, samples=len(raw), source=source,
+              sampling=sampling)
+
+
+def _policy_samples(config, mesh, data: stage.Data) -> tuple[list[np.ndarray], dict]:
+  """(prompt + sampled response ids of rlhf.norm_samples prompts, the sampling settings): prompts cut from the left
+  to rlhf.max_prompt_tokens as PPO cuts them (less, if the response would not fit the context)."""
+  r, context = config.rlhf, config.model.context
+  prompt_budget = min(r.max_prompt_tokens, context - r.response_tokens)
+  # An empty prompt starts from EOS, as the sampler starts it.
+  prompts = [list(data.tokenizer.encode(data.train[i % len(data.train)][0]))[-prompt_budget:]
+             or [data.tokenizer.eot_id] for i in range(r.norm_samples)]
+  sampler = sample.Sampler(gm.GPTLM(config.model), config.model, stage.load_lm_params(r.init_from, config, mesh),
+                           eot_id=data.tokenizer.eot_id, pad_id=data.tokenizer.pad_id,
+                           batch_size=min(64, r.norm_samples), mesh=mesh)
+  samples = sampler.generate(prompts, max_new_tokens=r.response_tokens, rng=jax.random.key(config.train.seed),
+                             temperature=r.temperature)
+  sequences = [np.concatenate([np.asarray(p, np.int32), s.tokens.astype(np.int32)]) for p, s in zip(prompts, samples)]
+  sampling = dict(temperature=r.temperature, response_tokens=r.response_tokens, samples=r.norm_samples,
+                  max_prompt_tokens=prompt_budget, seed=config.train.seed)
+  return sequences, sampling
 
 
 def read_normalization(workdir: str) -> dict:
@@ -163,7 +179,12 @@ def read_normalization(workdir: str) -> dict:
 # Commands.
 
 def train_main(config):
-  config, task, data = build_task(stage.prepare(config))
+  config = stage.prepare(config)
+  r = config.rlhf
+  if r.init_from and r.norm_samples and r.response_tokens >= config.model.context:
+    raise ConfigError(f'rlhf.response_tokens={r.response_tokens} leaves the normalisation samples no room for a '
+                      f'prompt in model.context={config.model.context}: make it at most {config.model.context - 1}.')
+  config, task, data = build_task(config)
   status, result = stage.train(config, FLAGS.workdir, task, data, task.train_stream.n)
   if result is None or result.stopped != 'finished':
     return status
