@@ -202,8 +202,8 @@ def score_main():
     raise ConfigError('score reads the model from --workdir: drop --config.')
   if not FLAGS.input:
     raise ConfigError('score needs --input=<file.jsonl> of {"prompt", "response"} records.')
-  if FLAGS.output and os.path.exists(FLAGS.output):
-    raise ConfigError(f'--output={FLAGS.output} exists: give a new file name.')
+  if FLAGS.output:
+    _check_output(FLAGS.output)
   if FLAGS.batch_size < 1:
     raise ConfigError(f'--batch_size={FLAGS.batch_size} must be a positive integer.')
   cli.check_workdir(FLAGS.workdir)
@@ -225,12 +225,25 @@ def score_main():
   raw = Scorer(config, params, mesh, tokenizer_lib.load(config.data), FLAGS.batch_size)(pairs)
   lines = [json.dumps(dict(record, raw_score=float(s), score=float(norm['gain'] * s + norm['bias'])))
            for (_, record), s in zip(records, raw)]
+  if jax.process_index():
+    return 0
   if FLAGS.output:
     with open(FLAGS.output, 'x', encoding='utf-8') as f:
       f.writelines(line + '\n' for line in lines)
   else:
     sys.stdout.writelines(line + '\n' for line in lines)
   return 0
+
+
+def _check_output(path: str) -> None:
+  """score's --output, before the model is loaded: a new file in a directory that exists."""
+  parent = os.path.dirname(os.path.abspath(path))
+  if os.path.isdir(path):
+    raise ConfigError(f'--output={path} is a directory: pass a file path inside it.')
+  if os.path.exists(path):
+    raise ConfigError(f'--output={path} already exists: choose a new path.')
+  if not os.path.isdir(parent):
+    raise ConfigError(f'--output={path}: directory {parent} does not exist; create it or pick another path.')
 
 
 def main(argv):
