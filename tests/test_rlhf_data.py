@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 from gpt_jax import config as gcfg
 from gpt_jax.data.tokenizer import ByteTokenizer
+from gpt_jax.rlhf import classify, sft
 from gpt_jax.rlhf import data as rdata
 from gpt_jax.rlhf import stage
 from gpt_jax.rlhf import toy
@@ -205,3 +207,42 @@ def test_toy_data_is_the_same_under_every_hash_seed(tmp_path):
     trees.append({p.relative_to(directory): p.read_bytes() for p in directory.rglob('*') if p.is_file()})
   assert len(digests) == 1
   assert trees[0] == trees[1] == trees[2] and len(trees[0]) == 15
+
+
+def _command(*args):
+  return subprocess.run([sys.executable, '-m', *args], env=dict(os.environ, JAX_PLATFORMS='cpu'),
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_toy_command_refuses_existing_files_and_more_items_than_there_are(tmp_path):
+  out = tmp_path / 'toy'
+  too_many = _command('gpt_jax.rlhf', 'toy', f'--out={out}', '--items=100000')
+  assert too_many.returncode == 2 and too_many.stderr.strip() == (
+      f'error: --items=100000 must be between 1 and {toy.max_items(False)}, the number of distinct training items '
+      f'the toy task has.')
+  assert not out.exists()
+  assert 'between 1 and 1086' in _command('gpt_jax.rlhf', 'toy', f'--out={out}', '--held_out=5000').stderr
+  out.mkdir()
+  (out / 'sft_train.jsonl').write_text('my own data\n', encoding='utf-8')
+  refused = _command('gpt_jax.rlhf', 'toy', f'--out={out}', '--items=50', '--held_out=10')
+  assert refused.returncode == 2 and refused.stderr.strip() == (
+      f'error: --out={out} already holds sft_train.jsonl: choose another --out, or pass --overwrite to replace them.')
+  assert (out / 'sft_train.jsonl').read_text(encoding='utf-8') == 'my own data\n' and len(list(out.iterdir())) == 1
+  replaced = _command('gpt_jax.rlhf', 'toy', f'--out={out}', '--items=50', '--held_out=10', '--overwrite')
+  assert replaced.returncode == 0 and len((out / 'sft_train.jsonl').read_text().splitlines()) == 50
+  again = _command('gpt_jax.rlhf', 'toy', f'--out={out}', '--items=50', '--held_out=10')
+  assert again.returncode == 2 and f'already holds sft_train.jsonl and {len(toy.OUTPUTS) - 1} more' in again.stderr
+
+
+def test_every_toy_item_can_be_drawn_and_one_more_is_refused_at_once():
+  assert (toy.max_items(False), toy.max_items(True)) == (10095, 1086)
+  assert len({x['prompt'] for x in toy.instructions(toy.available(True), held_out=True)}) == toy.available(True)
+  for module, data, limit in ((sft, 'toy', 10095), (classify, 'toy:choice', 13964)):
+    config = gcfg.load_config_file(f'configs/rlhf.py:{module.__name__.split(".")[-1]}',
+                                   {'rlhf.toy_items': 50000, 'rlhf.data': data})
+    start = time.perf_counter()
+    with pytest.raises(gcfg.ConfigError) as error:
+      module.build_task(config)
+    assert str(error.value) == (f"rlhf.toy_items=50000 is more than the {limit} distinct training items of the toy "
+                                f"task {data!r}: make it at most {limit}.")
+    assert time.perf_counter() - start < 5

@@ -28,6 +28,7 @@ from gpt_jax import sharding as gs
 from gpt_jax.config import ConfigError
 from gpt_jax.data import tokenizer as tokenizer_lib
 from gpt_jax.rlhf import data as rdata
+from gpt_jax.rlhf import toy
 
 # Model fields a stage may set itself; every other one (the shape) comes from the run it starts from.
 STAGE_MODEL_FIELDS = ('dropout_embed', 'dropout_attn', 'dropout_resid', 'remat', 'attention_impl', 'dtype')
@@ -94,7 +95,11 @@ def _is_toy(spec: str) -> bool:
 def _records(config, spec: str, toy_records, held_out: bool, split: str):
   if _is_toy(spec):
     n = TOY_HELD_OUT if held_out else config.rlhf.toy_items
-    records = toy_records(n, config.data.seed, held_out, spec.partition(':')[2])
+    try:
+      records = toy_records(n, config.data.seed, held_out, spec.partition(':')[2])
+    except toy.TooFewItems as error:
+      raise ConfigError(f'rlhf.toy_items={n} is more than the {error.available} distinct training items of the '
+                        f'toy task {spec!r}: make it at most {error.available}.') from None
     return [(f'{spec}[{i}]', x) for i, x in enumerate(records)]
   return rdata.read_records(spec, config.data.data_dir, split)
 
