@@ -13,7 +13,7 @@ import pytest
 
 from gpt_jax import config as gcfg
 from gpt_jax.data.tokenizer import ByteTokenizer
-from gpt_jax.rlhf import classify, sft
+from gpt_jax.rlhf import classify, dpo, reward, sft
 from gpt_jax.rlhf import data as rdata
 from gpt_jax.rlhf import stage
 from gpt_jax.rlhf import toy
@@ -80,6 +80,14 @@ def test_preference_formats_and_rankings(tmp_path):
     (['[1, 2]'], 'sft', 'is a JSON list, not an object'),
     ([{'messages': [{'role': 'user', 'content': 'hi'}]}], 'sft', 'ends with the assistant turn'),
     ([{'messages': [{'role': 'robot', 'content': 'hi'}]}], 'sft', 'messages[0] must be'),
+    ([{'prompt': 'p', 'chosen': 'a', 'rejected': 'b'}, {'prompt': 'p', 'chosen': ' 4', 'rejected': ' 4'}], 'dpo',
+     "d.jsonl:2: 'chosen' and 'rejected' are the same response"),
+    ([{'chosen': 'Human: hi\n\nAssistant: yes', 'rejected': 'Human: hi\n\nAssistant: yes'}], 'dpo',
+     "d.jsonl:1: 'chosen' and 'rejected' are the same dialogue"),
+    ([{'chosen': 'no markers here', 'rejected': 'no other text'}], 'dpo',
+     "d.jsonl:1: 'chosen' and 'rejected' share no prompt ending in 'Assistant:'"),
+    ([{'chosen': 'Human: hi\n\nAssistant: a', 'rejected': 'Human: yo\n\nAssistant: b'}], 'reward',
+     "share no prompt ending in 'Assistant:'"),
 ])
 def test_bad_records_are_one_sentence_naming_file_line_and_field(tmp_path, lines, stage_name, message):
   parser = {'sft': rdata.sft_segments, 'reward': lambda f: rdata.ranked_responses(4),
@@ -246,3 +254,19 @@ def test_every_toy_item_can_be_drawn_and_one_more_is_refused_at_once():
     assert str(error.value) == (f"rlhf.toy_items=50000 is more than the {limit} distinct training items of the toy "
                                 f"task {data!r}: make it at most {limit}.")
     assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize('stage_name, overrides, message', [
+    ('dpo', {'rlhf.pack': True}, 'rlhf.pack=true packs SFT examples, but the dpo stage keeps one example per row: '
+                                 'drop --config.rlhf.pack.'),
+    ('reward', {'rlhf.pack': True}, 'but the reward stage keeps one example per row'),
+    ('sft', {'train.total_tokens': 100_000}, 'rlhf.epochs=4 and train.total_tokens=100000 both set the run length: '
+                                             'drop --config.train.total_tokens, or pass --config.rlhf.epochs=0 to '
+                                             'train for train.total_tokens.'),
+])
+def test_contradictory_stage_settings_are_refused_before_the_data_is_read(stage_name, overrides, message):
+  module = {'sft': sft, 'dpo': dpo, 'reward': reward}[stage_name]
+  config = gcfg.load_config_file(f'configs/rlhf.py:{stage_name}', {'rlhf.data': '/nonexistent.jsonl', **overrides})
+  with pytest.raises(gcfg.ConfigError) as error:
+    module.build_task(stage.prepare(config))
+  assert message in str(error.value)

@@ -207,13 +207,17 @@ def ranked_responses(max_k: int):
 def pair(where: str, r: dict) -> tuple[str, str, str]:
   """(prompt, chosen, rejected) of a pairs or hh record."""
   chosen, rejected = _text(where, r, 'chosen'), _text(where, r, 'rejected')
+  if chosen == rejected:
+    raise DataError(f'{where}: \'chosen\' and \'rejected\' are the same {"response" if "prompt" in r else "dialogue"}: '
+                    f'a preference needs two different ones; drop the record.')
   if 'prompt' in r:
     return _text(where, r, 'prompt', True), chosen, rejected
-  if chosen == rejected:
-    raise DataError(f'{where}: \'chosen\' and \'rejected\' are the same dialogue: a preference needs two.')
-  common = os.path.commonprefix([chosen, rejected])
-  cut = common.rfind(HH_SPLIT)
-  cut = len(common) if cut < 0 else cut + len(HH_SPLIT)
+  cut = os.path.commonprefix([chosen, rejected]).rfind(HH_SPLIT)
+  if cut < 0:
+    raise DataError(f'{where}: \'chosen\' and \'rejected\' share no prompt ending in {HH_SPLIT!r}: an hh record is '
+                    f'two dialogues that are the same up to the last {HH_SPLIT!r}; give the prompt its own field '
+                    f'(a pairs record).')
+  cut += len(HH_SPLIT)
   return chosen[:cut], chosen[cut:], rejected[cut:]
 
 

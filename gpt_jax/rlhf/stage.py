@@ -41,6 +41,10 @@ def prepare(config):
   if config.train.init_from:
     raise ConfigError(f'train.init_from={config.train.init_from!r} is for pretraining: a fine-tuning stage starts '
                       f'from --config.rlhf.init_from={config.train.init_from}.')
+  if r.epochs and config.train.total_tokens != gcfg.default_config().train.total_tokens:
+    raise ConfigError(f'rlhf.epochs={r.epochs:g} and train.total_tokens={config.train.total_tokens} both set the run '
+                      f'length: drop --config.train.total_tokens, or pass --config.rlhf.epochs=0 to train for '
+                      f'train.total_tokens.')
   config = config.copy_and_resolve_references()
   if r.init_from:
     if not os.path.isdir(r.init_from):
@@ -74,6 +78,9 @@ def load(config, stage: str, parser, toy_records) -> Data:
   """Reads rlhf.data (and rlhf.eval_data) for a stage. parser(fmt) -> parse(where, record); toy_records(n, seed,
   held_out, kind) -> the toy task's records for this stage ('toy:<kind>' names a kind, for stages with several)."""
   r = config.rlhf
+  if r.pack and stage != 'sft':
+    raise ConfigError(f'rlhf.pack=true packs SFT examples, but the {stage} stage keeps one example per row: drop '
+                      f'--config.rlhf.pack.')
   tokenizer = tokenizer_lib.load(config.data)
   counts = collections.Counter()
   train_records = _records(config, r.data, toy_records, held_out=False, split='train')
