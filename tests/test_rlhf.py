@@ -231,3 +231,9 @@ def test_the_normalisation_scores_the_sampled_ids_as_ppo_scores_rollouts(data_di
   assert norm['std'] == pytest.approx(float(np.std(raw)), rel=1e-4)
   assert norm['sampling'] == dict(temperature=0.9, response_tokens=6, samples=16, max_prompt_tokens=20,
                                   seed=config.train.seed)
+
+
+def test_training_and_held_out_rows_are_counted_apart(data_dir):
+  config, task, data = sft.build_task(_config('sft', data_dir, **{'rlhf.max_prompt_tokens': 4}))
+  assert stage.describe(data, task.train_stream.n) == ('data: 64 training rows of prompt_completion records (64 '
+                                                       'prompts cut left); held out: 256 rows (256 prompts cut left)')

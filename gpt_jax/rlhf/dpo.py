@@ -110,10 +110,10 @@ def build_task(config):
   r = config.rlhf
   data = stage.load(config, 'dpo', lambda fmt: rdata.pair, stage.toy_source(toy.pairs))
   context = config.model.context
-  rows_of = lambda examples: rdata.pair_rows(examples, data.tokenizer, context, r.max_prompt_tokens,  # noqa: E731
-                                             data.counts)
-  train_rows = rows_of(data.train)
-  held_out = rows_of(data.held_out) if data.held_out is not None else None
+  rows_of = lambda examples, counts: rdata.pair_rows(examples, data.tokenizer, context,  # noqa: E731
+                                                     r.max_prompt_tokens, counts)
+  train_rows = rows_of(data.train, data.counts)
+  held_out = rows_of(data.held_out, data.held_out_counts) if data.held_out is not None else None
   tokens_per_row = 2 * context
   mesh = gs.make_mesh(config.mesh)
   module = gm.GPTLM(config.model)

@@ -81,10 +81,10 @@ def build_task(config):
   make = lambda n, seed, held_out: toy.rankings(n, seed, held_out, r.max_responses)  # noqa: E731
   data = stage.load(config, 'reward', lambda fmt: rdata.ranked_responses(r.max_responses), stage.toy_source(make))
   context = config.model.context
-  rows_of = lambda examples: rdata.ranking_rows(examples, data.tokenizer, context, r.max_prompt_tokens,  # noqa: E731
-                                                r.max_responses, data.counts)
-  train_rows = rows_of(data.train)
-  held_out = rows_of(data.held_out) if data.held_out is not None else None
+  rows_of = lambda examples, counts: rdata.ranking_rows(examples, data.tokenizer, context,  # noqa: E731
+                                                        r.max_prompt_tokens, r.max_responses, counts)
+  train_rows = rows_of(data.train, data.counts)
+  held_out = rows_of(data.held_out, data.held_out_counts) if data.held_out is not None else None
   tokens_per_row = r.max_responses * context
   return (*stage.make_task(config, data, train_rows, held_out, tokens_per_row, RewardModel(config.model),
                            loss_fn(config)), data)

@@ -66,10 +66,11 @@ def prepare(config):
 @dataclasses.dataclass
 class Data:
   """A stage's parsed data: training and held-out examples (None: no evaluation), counts of what was cut or
-  skipped, the record format and the tokenizer."""
+  skipped in each, the record format and the tokenizer."""
   train: list
   held_out: list | None
   counts: collections.Counter
+  held_out_counts: collections.Counter
   format: str
   tokenizer: object
 
@@ -82,7 +83,7 @@ def load(config, stage: str, parser, toy_records) -> Data:
     raise ConfigError(f'rlhf.pack=true packs SFT examples, but the {stage} stage keeps one example per row: drop '
                       f'--config.rlhf.pack.')
   tokenizer = tokenizer_lib.load(config.data)
-  counts = collections.Counter()
+  counts, held_out_counts = collections.Counter(), collections.Counter()
   train_records = _records(config, r.data, toy_records, held_out=False, split='train')
   fmt = rdata.detect_format(stage, train_records)
   train = rdata.parse_all(train_records, fmt, parser(fmt), r.skip_bad_lines, counts)
@@ -91,8 +92,8 @@ def load(config, stage: str, parser, toy_records) -> Data:
   if eval_spec:
     eval_records = _records(config, eval_spec, toy_records, held_out=True, split='test')
     eval_fmt = rdata.detect_format(stage, eval_records)
-    held_out = rdata.parse_all(eval_records, eval_fmt, parser(eval_fmt), r.skip_bad_lines, counts)
-  return Data(train, held_out, counts, fmt, tokenizer)
+    held_out = rdata.parse_all(eval_records, eval_fmt, parser(eval_fmt), r.skip_bad_lines, held_out_counts)
+  return Data(train, held_out, counts, held_out_counts, fmt, tokenizer)
 
 
 def _is_toy(spec: str) -> bool:
@@ -206,15 +207,26 @@ def main_for(build_task, workdir_flag):
 def train(config, workdir: str, task: loop.Task, data: Data, rows: int) -> tuple[int, loop.Result | None]:
   """Runs task with the loop, after reporting the data counts: (exit status, the loop's Result or None)."""
   if jax.process_index() == 0:
-    cut = ', '.join(f'{v} {k.replace("_", " ")}' for k, v in sorted(data.counts.items())) or 'nothing cut or skipped'
-    print(f'data: {rows} rows of {data.format} records ({cut})', flush=True)
-  record = dict(cli.run_record(config, data.tokenizer), data=dict(format=data.format, rows=rows, **data.counts))
+    print(describe(data, rows), flush=True)
+  held_out = dict(rows=len(data.held_out), **data.held_out_counts) if data.held_out else None
+  record = dict(cli.run_record(config, data.tokenizer),
+                data=dict(format=data.format, rows=rows, **data.counts, held_out=held_out))
   try:
     result = loop.train(config, workdir, task, gs.make_mesh(config.mesh), record)
   except loop.TrainingStopped as error:
     print(f'error: {error}', file=sys.stderr, flush=True)
     return 2, None
   return (130 if result.stopped == 'interrupted' else 0), result
+
+
+def describe(data: Data, rows: int) -> str:
+  """The line a stage prints about its data: training rows and held-out rows, each with what was cut or skipped."""
+  held_out = f'; held out: {len(data.held_out)} rows ({_cut(data.held_out_counts)})' if data.held_out else ''
+  return f'data: {rows} training rows of {data.format} records ({_cut(data.counts)}){held_out}'
+
+
+def _cut(counts: collections.Counter) -> str:
+  return ', '.join(f'{v} {k.replace("_", " ")}' for k, v in sorted(counts.items())) or 'nothing cut or skipped'
 
 
 def n_rows(rows: dict) -> int:
