@@ -102,6 +102,8 @@ def test_empty_missing_and_non_utf8_files_are_refused(tmp_path):
     rdata.read_records(_write(tmp_path, ['', '  ']), '')
   with pytest.raises(rdata.DataError, match='does not exist'):
     rdata.read_records(str(tmp_path / 'nope.jsonl'), '')
+  with pytest.raises(rdata.DataError, match=f"data file '{tmp_path}' is a directory, not a file: pass one .jsonl"):
+    rdata.read_records(str(tmp_path), '')
   bad = tmp_path / 'latin.jsonl'
   bad.write_bytes('{"prompt": "caf\xe9"}\n'.encode('latin-1'))
   with pytest.raises(rdata.DataError, match='is not UTF-8'):
@@ -270,3 +272,17 @@ def test_contradictory_stage_settings_are_refused_before_the_data_is_read(stage_
   with pytest.raises(gcfg.ConfigError) as error:
     module.build_task(stage.prepare(config))
   assert message in str(error.value)
+
+
+def test_the_docs_state_the_toy_task_as_generated():
+  doc = ' '.join(open('docs/rlhf.md', encoding='utf-8').read().split())
+  classify = (toy.available(False, toy.CLASSIFY_KINDS, toy.CLASSIFY_TOP),
+              toy.available(True, toy.CLASSIFY_KINDS, toy.CLASSIFY_TOP))
+  assert (f'there are {toy.available(False)} distinct training items and {toy.available(True)} held-out ones '
+          f'(classification: {classify[0]} and {classify[1]})') in doc
+  items = toy.instructions(toy.available(False))
+  operands = [int(w.rstrip('?')) for x in items for w in x['prompt'].split() if w.rstrip('?').isdigit()]
+  answers = [int(x['completion']) for x in items if x['completion'].strip().isdigit()]
+  assert f'from 0 to {max(operands)} (answers up to {max(answers)};' in doc
+  wrong = [int(r) for x in toy.rankings(toy.available(False), max_k=9) for r in x['responses'] if r.strip().isdigit()]
+  assert 'the wrong answers of rankings and pairs stay below 120)' in doc and 100 < max(wrong) < 120

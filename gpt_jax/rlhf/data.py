@@ -74,6 +74,9 @@ def read_records(spec: str, data_dir: str, default_split: str = 'train') -> list
     name, _, split = spec.partition(':')[2].partition(':')
     return [(f'{spec}[{i}]', r) for i, r in enumerate(sources.catalog_records(f'tfds:{name}', split or default_split,
                                                                               data_dir))]
+  if os.path.isdir(spec):
+    raise DataError(f'data file {spec!r} is a directory, not a file: pass one .jsonl file (e.g. one of the files in '
+                    f'it).')
   if not os.path.isfile(spec):
     raise DataError(f'data file {spec!r} does not exist: pass a .jsonl file, \'toy\' or \'tfds:<name>[:<split>]\'.')
   records = []
