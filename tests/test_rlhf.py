@@ -14,11 +14,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gpt_jax import checkpoint as ckpt
 from gpt_jax import config as gcfg
 from gpt_jax import heads
 from gpt_jax import loop
 from gpt_jax import model as gm
-from gpt_jax.rlhf import classify, dpo, reward, sft
+from gpt_jax import sample
+from gpt_jax import sharding as gs
+from gpt_jax.rlhf import classify, dpo, reward, sft, stage
 
 jax.config.update('jax_default_matmul_precision', 'highest')
 
@@ -197,4 +200,40 @@ def test_reward_run_writes_its_normalisation_and_scores_a_jsonl(tmp_path):
   for x in lines:
     assert x['score'] == pytest.approx(norm['gain'] * x['raw_score'] + norm['bias'], rel=1e-6)
   again = _run('gpt_jax.rlhf.reward', 'score', f'--workdir={workdir}', f'--input={responses}', f'--output={out}')
-  assert again.returncode == 2 and 'exists' in again.stderr
+  assert again.returncode == 2 and again.stderr.strip() == f'error: --output={out} already exists: choose a new path.'
+  missing = tmp_path / 'missing' / 'scored.jsonl'
+  nowhere = _run('gpt_jax.rlhf.reward', 'score', f'--workdir={workdir}', f'--input={responses}', f'--output={missing}')
+  assert nowhere.returncode == 2 and nowhere.stderr.strip() == (
+      f'error: --output={missing}: directory {missing.parent} does not exist; create it or pick another path.')
+  assert not missing.parent.exists()
+
+
+def test_the_normalisation_scores_the_sampled_ids_as_ppo_scores_rollouts(data_dir, tmp_path):
+  """No ids -> text -> ids round trip and no EOS added: a response the length limit cut is read at its last token;
+  reward_norm.json records the sampling settings."""
+  settings = {'rlhf.norm_samples': 16, 'rlhf.response_tokens': 6, 'rlhf.temperature': 0.9}
+  config = _config('reward', data_dir, **settings)
+  mesh = gs.single_device_mesh()
+  lm = gm.init_params(gm.GPTLM(config.model), jax.random.key(5))
+  ckpt.export_params(str(tmp_path / 'lm'), lm, 0, config)
+  config, _, data = reward.build_task(stage.prepare(_config('reward', data_dir, **settings, **{
+      'rlhf.init_from': str(tmp_path / 'lm')})))
+  model = heads.RewardModel(config.model)
+  params = gm.init_params(model, jax.random.key(6))
+  norm = reward.normalization(config, params, mesh, data)
+  sampler = sample.Sampler(gm.GPTLM(config.model), config.model, lm, eot_id=data.tokenizer.eot_id,
+                           pad_id=data.tokenizer.pad_id, batch_size=16, mesh=mesh)
+  prompts = [list(data.tokenizer.encode(prompt))[-20:] for prompt, _, _ in data.train[:16]]
+  samples = sampler.generate(prompts, max_new_tokens=6, rng=jax.random.key(config.train.seed), temperature=0.9)
+  assert sum(s.finish_reason == 'length' for s in samples) >= 8  # a random model rarely ends a response
+  raw = [model.apply({'params': params}, jnp.array([p + s.tokens.tolist()]))[0] for p, s in zip(prompts, samples)]
+  assert norm['mean'] == pytest.approx(float(np.mean(raw)), abs=1e-5)
+  assert norm['std'] == pytest.approx(float(np.std(raw)), rel=1e-4)
+  assert norm['sampling'] == dict(temperature=0.9, response_tokens=6, samples=16, max_prompt_tokens=20,
+                                  seed=config.train.seed)
+
+
+def test_training_and_held_out_rows_are_counted_apart(data_dir):
+  config, task, data = sft.build_task(_config('sft', data_dir, **{'rlhf.max_prompt_tokens': 4}))
+  assert stage.describe(data, task.train_stream.n) == ('data: 64 training rows of prompt_completion records (64 '
+                                                       'prompts cut left); held out: 256 rows (256 prompts cut left)')

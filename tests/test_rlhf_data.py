@@ -3,12 +3,17 @@ the one-sentence errors for bad input."""
 
 import collections
 import json
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
 from gpt_jax import config as gcfg
 from gpt_jax.data.tokenizer import ByteTokenizer
+from gpt_jax.rlhf import classify, dpo, reward, sft
 from gpt_jax.rlhf import data as rdata
 from gpt_jax.rlhf import stage
 from gpt_jax.rlhf import toy
@@ -75,6 +80,14 @@ def test_preference_formats_and_rankings(tmp_path):
     (['[1, 2]'], 'sft', 'is a JSON list, not an object'),
     ([{'messages': [{'role': 'user', 'content': 'hi'}]}], 'sft', 'ends with the assistant turn'),
     ([{'messages': [{'role': 'robot', 'content': 'hi'}]}], 'sft', 'messages[0] must be'),
+    ([{'prompt': 'p', 'chosen': 'a', 'rejected': 'b'}, {'prompt': 'p', 'chosen': ' 4', 'rejected': ' 4'}], 'dpo',
+     "d.jsonl:2: 'chosen' and 'rejected' are the same response"),
+    ([{'chosen': 'Human: hi\n\nAssistant: yes', 'rejected': 'Human: hi\n\nAssistant: yes'}], 'dpo',
+     "d.jsonl:1: 'chosen' and 'rejected' are the same dialogue"),
+    ([{'chosen': 'no markers here', 'rejected': 'no other text'}], 'dpo',
+     "d.jsonl:1: 'chosen' and 'rejected' share no prompt ending in 'Assistant:'"),
+    ([{'chosen': 'Human: hi\n\nAssistant: a', 'rejected': 'Human: yo\n\nAssistant: b'}], 'reward',
+     "share no prompt ending in 'Assistant:'"),
 ])
 def test_bad_records_are_one_sentence_naming_file_line_and_field(tmp_path, lines, stage_name, message):
   parser = {'sft': rdata.sft_segments, 'reward': lambda f: rdata.ranked_responses(4),
@@ -89,6 +102,8 @@ def test_empty_missing_and_non_utf8_files_are_refused(tmp_path):
     rdata.read_records(_write(tmp_path, ['', '  ']), '')
   with pytest.raises(rdata.DataError, match='does not exist'):
     rdata.read_records(str(tmp_path / 'nope.jsonl'), '')
+  with pytest.raises(rdata.DataError, match=f"data file '{tmp_path}' is a directory, not a file: pass one .jsonl"):
+    rdata.read_records(str(tmp_path), '')
   bad = tmp_path / 'latin.jsonl'
   bad.write_bytes('{"prompt": "caf\xe9"}\n'.encode('latin-1'))
   with pytest.raises(rdata.DataError, match='is not UTF-8'):
@@ -181,3 +196,93 @@ def test_a_prompt_budget_without_room_for_a_response_is_refused():
     stage.prepare(config)
   with pytest.raises(gcfg.ConfigError, match="'toy:choice' is not a toy task of this stage"):
     stage.toy_source(toy.instructions)(1, 0, False, 'choice')
+
+
+_TOY_DIGEST = ('import hashlib, json; from gpt_jax.rlhf import toy; '
+               'print(hashlib.sha256(json.dumps([toy.instructions(300), toy.rankings(300, max_k=5), toy.pairs(300), '
+               '[toy.classification(k, 100) for k in ("single", "pair", "choice")]]).encode()).hexdigest())')
+
+
+def test_toy_data_is_the_same_under_every_hash_seed(tmp_path):
+  """String sets iterate in an order set by PYTHONHASHSEED: no generator, and no file of the toy command, may
+  depend on it (a resumed run, or another host, would see other data)."""
+  digests, trees = set(), []
+  for seed in ('1', '2', '3'):
+    env = dict(os.environ, PYTHONHASHSEED=seed, JAX_PLATFORMS='cpu')
+    out = subprocess.run([sys.executable, '-c', _TOY_DIGEST], env=env, capture_output=True, text=True, check=True)
+    digests.add(out.stdout)
+    directory = tmp_path / seed
+    subprocess.run([sys.executable, '-m', 'gpt_jax.rlhf', 'toy', f'--out={directory}', '--items=300',
+                    '--held_out=50'], env=env, capture_output=True, check=True)
+    trees.append({p.relative_to(directory): p.read_bytes() for p in directory.rglob('*') if p.is_file()})
+  assert len(digests) == 1
+  assert trees[0] == trees[1] == trees[2] and len(trees[0]) == 15
+
+
+def _command(*args):
+  return subprocess.run([sys.executable, '-m', *args], env=dict(os.environ, JAX_PLATFORMS='cpu'),
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_toy_command_refuses_existing_files_and_more_items_than_there_are(tmp_path):
+  out = tmp_path / 'toy'
+  too_many = _command('gpt_jax.rlhf', 'toy', f'--out={out}', '--items=100000')
+  assert too_many.returncode == 2 and too_many.stderr.strip() == (
+      f'error: --items=100000 must be between 1 and {toy.max_items(False)}, the number of distinct training items '
+      f'the toy task has.')
+  assert not out.exists()
+  assert 'between 1 and 1086' in _command('gpt_jax.rlhf', 'toy', f'--out={out}', '--held_out=5000').stderr
+  out.mkdir()
+  (out / 'sft_train.jsonl').write_text('my own data\n', encoding='utf-8')
+  refused = _command('gpt_jax.rlhf', 'toy', f'--out={out}', '--items=50', '--held_out=10')
+  assert refused.returncode == 2 and refused.stderr.strip() == (
+      f'error: --out={out} already holds sft_train.jsonl: choose another --out, or pass --overwrite to replace them.')
+  assert (out / 'sft_train.jsonl').read_text(encoding='utf-8') == 'my own data\n' and len(list(out.iterdir())) == 1
+  replaced = _command('gpt_jax.rlhf', 'toy', f'--out={out}', '--items=50', '--held_out=10', '--overwrite')
+  assert replaced.returncode == 0 and len((out / 'sft_train.jsonl').read_text().splitlines()) == 50
+  again = _command('gpt_jax.rlhf', 'toy', f'--out={out}', '--items=50', '--held_out=10')
+  assert again.returncode == 2 and f'already holds sft_train.jsonl and {len(toy.OUTPUTS) - 1} more' in again.stderr
+
+
+def test_every_toy_item_can_be_drawn_and_one_more_is_refused_at_once():
+  assert (toy.max_items(False), toy.max_items(True)) == (10095, 1086)
+  assert len({x['prompt'] for x in toy.instructions(toy.available(True), held_out=True)}) == toy.available(True)
+  for module, data, limit in ((sft, 'toy', 10095), (classify, 'toy:choice', 13964)):
+    config = gcfg.load_config_file(f'configs/rlhf.py:{module.__name__.split(".")[-1]}',
+                                   {'rlhf.toy_items': 50000, 'rlhf.data': data})
+    start = time.perf_counter()
+    with pytest.raises(gcfg.ConfigError) as error:
+      module.build_task(config)
+    assert str(error.value) == (f"rlhf.toy_items=50000 is more than the {limit} distinct training items of the toy "
+                                f"task {data!r}: make it at most {limit}.")
+    assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize('stage_name, overrides, message', [
+    ('dpo', {'rlhf.pack': True}, 'rlhf.pack=true packs SFT examples, but the dpo stage keeps one example per row: '
+                                 'drop --config.rlhf.pack.'),
+    ('reward', {'rlhf.pack': True}, 'but the reward stage keeps one example per row'),
+    ('sft', {'train.total_tokens': 100_000}, 'rlhf.epochs=4 and train.total_tokens=100000 both set the run length: '
+                                             'drop --config.train.total_tokens, or pass --config.rlhf.epochs=0 to '
+                                             'train for train.total_tokens.'),
+])
+def test_contradictory_stage_settings_are_refused_before_the_data_is_read(stage_name, overrides, message):
+  module = {'sft': sft, 'dpo': dpo, 'reward': reward}[stage_name]
+  config = gcfg.load_config_file(f'configs/rlhf.py:{stage_name}', {'rlhf.data': '/nonexistent.jsonl', **overrides})
+  with pytest.raises(gcfg.ConfigError) as error:
+    module.build_task(stage.prepare(config))
+  assert message in str(error.value)
+
+
+def test_the_docs_state_the_toy_task_as_generated():
+  doc = ' '.join(open('docs/rlhf.md', encoding='utf-8').read().split())
+  classify = (toy.available(False, toy.CLASSIFY_KINDS, toy.CLASSIFY_TOP),
+              toy.available(True, toy.CLASSIFY_KINDS, toy.CLASSIFY_TOP))
+  assert (f'there are {toy.available(False)} distinct training items and {toy.available(True)} held-out ones '
+          f'(classification: {classify[0]} and {classify[1]})') in doc
+  items = toy.instructions(toy.available(False))
+  operands = [int(w.rstrip('?')) for x in items for w in x['prompt'].split() if w.rstrip('?').isdigit()]
+  answers = [int(x['completion']) for x in items if x['completion'].strip().isdigit()]
+  assert f'from 0 to {max(operands)} (answers up to {max(answers)};' in doc
+  wrong = [int(r) for x in toy.rankings(toy.available(False), max_k=9) for r in x['responses'] if r.strip().isdigit()]
+  assert 'the wrong answers of rankings and pairs stay below 120)' in doc and 100 < max(wrong) < 120

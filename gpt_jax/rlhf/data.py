@@ -74,6 +74,9 @@ def read_records(spec: str, data_dir: str, default_split: str = 'train') -> list
     name, _, split = spec.partition(':')[2].partition(':')
     return [(f'{spec}[{i}]', r) for i, r in enumerate(sources.catalog_records(f'tfds:{name}', split or default_split,
                                                                               data_dir))]
+  if os.path.isdir(spec):
+    raise DataError(f'data file {spec!r} is a directory, not a file: pass one .jsonl file (e.g. one of the files in '
+                    f'it).')
   if not os.path.isfile(spec):
     raise DataError(f'data file {spec!r} does not exist: pass a .jsonl file, \'toy\' or \'tfds:<name>[:<split>]\'.')
   records = []
@@ -207,13 +210,17 @@ def ranked_responses(max_k: int):
 def pair(where: str, r: dict) -> tuple[str, str, str]:
   """(prompt, chosen, rejected) of a pairs or hh record."""
   chosen, rejected = _text(where, r, 'chosen'), _text(where, r, 'rejected')
+  if chosen == rejected:
+    raise DataError(f'{where}: \'chosen\' and \'rejected\' are the same {"response" if "prompt" in r else "dialogue"}: '
+                    f'a preference needs two different ones; drop the record.')
   if 'prompt' in r:
     return _text(where, r, 'prompt', True), chosen, rejected
-  if chosen == rejected:
-    raise DataError(f'{where}: \'chosen\' and \'rejected\' are the same dialogue: a preference needs two.')
-  common = os.path.commonprefix([chosen, rejected])
-  cut = common.rfind(HH_SPLIT)
-  cut = len(common) if cut < 0 else cut + len(HH_SPLIT)
+  cut = os.path.commonprefix([chosen, rejected]).rfind(HH_SPLIT)
+  if cut < 0:
+    raise DataError(f'{where}: \'chosen\' and \'rejected\' share no prompt ending in {HH_SPLIT!r}: an hh record is '
+                    f'two dialogues that are the same up to the last {HH_SPLIT!r}; give the prompt its own field '
+                    f'(a pairs record).')
+  cut += len(HH_SPLIT)
   return chosen[:cut], chosen[cut:], rejected[cut:]
 
 

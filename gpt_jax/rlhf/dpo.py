@@ -20,7 +20,6 @@ from gpt_jax import cli
 from gpt_jax import losses
 from gpt_jax import model as gm
 from gpt_jax import sharding as gs
-from gpt_jax.data import pipeline
 from gpt_jax.rlhf import data as rdata
 from gpt_jax.rlhf import stage
 from gpt_jax.rlhf import toy
@@ -93,16 +92,17 @@ def loss_fn(config):
 
 
 def reference_logps(config, ref_params, rows: dict, mesh) -> np.ndarray:
-  """The reference's sequence log-probs [N, 2] over every row, in batches of the training batch's rows."""
+  """The reference's sequence log-probs [N, 2] over every row, in batches of the training batch's rows, whole on
+  every process (each holds every row, as its row stream does)."""
   module = gm.GPTLM(config.model)
   shards = gs.batch_shards(mesh)
   batch_rows = shards * max(1, config.train.batch_tokens // (2 * config.model.context) // shards)
   score = jax.jit(lambda p, b: _pair_logps(module, p, b)[0])
   out = []
   with gs.activation_context(mesh):
-    for local in rdata.eval_batches(rows, batch_rows, jax.process_index(), jax.process_count()):
-      batch = pipeline.make_global_batch({k: local[k] for k in ('tokens', 'loss_mask')}, gs.batch_sharding(mesh))
-      out.append(np.asarray(jax.device_get(score(ref_params, batch))))
+    for whole in rdata.eval_batches(rows, batch_rows):
+      batch = {k: gs.global_rows(whole[k], mesh) for k in ('tokens', 'loss_mask')}
+      out.append(gs.to_host(score(ref_params, batch)))
   return np.concatenate(out)[:stage.n_rows(rows)]
 
 
@@ -110,10 +110,10 @@ def build_task(config):
   r = config.rlhf
   data = stage.load(config, 'dpo', lambda fmt: rdata.pair, stage.toy_source(toy.pairs))
   context = config.model.context
-  rows_of = lambda examples: rdata.pair_rows(examples, data.tokenizer, context, r.max_prompt_tokens,  # noqa: E731
-                                             data.counts)
-  train_rows = rows_of(data.train)
-  held_out = rows_of(data.held_out) if data.held_out is not None else None
+  rows_of = lambda examples, counts: rdata.pair_rows(examples, data.tokenizer, context,  # noqa: E731
+                                                     r.max_prompt_tokens, counts)
+  train_rows = rows_of(data.train, data.counts)
+  held_out = rows_of(data.held_out, data.held_out_counts) if data.held_out is not None else None
   tokens_per_row = 2 * context
   mesh = gs.make_mesh(config.mesh)
   module = gm.GPTLM(config.model)

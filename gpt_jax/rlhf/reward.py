@@ -27,7 +27,6 @@ from gpt_jax import model as gm
 from gpt_jax import sample
 from gpt_jax import sharding as gs
 from gpt_jax.config import ConfigError
-from gpt_jax.data import pipeline
 from gpt_jax.data import tokenizer as tokenizer_lib
 from gpt_jax.heads import RewardModel
 from gpt_jax.rlhf import data as rdata
@@ -82,10 +81,10 @@ def build_task(config):
   make = lambda n, seed, held_out: toy.rankings(n, seed, held_out, r.max_responses)  # noqa: E731
   data = stage.load(config, 'reward', lambda fmt: rdata.ranked_responses(r.max_responses), stage.toy_source(make))
   context = config.model.context
-  rows_of = lambda examples: rdata.ranking_rows(examples, data.tokenizer, context, r.max_prompt_tokens,  # noqa: E731
-                                                r.max_responses, data.counts)
-  train_rows = rows_of(data.train)
-  held_out = rows_of(data.held_out) if data.held_out is not None else None
+  rows_of = lambda examples, counts: rdata.ranking_rows(examples, data.tokenizer, context,  # noqa: E731
+                                                        r.max_prompt_tokens, r.max_responses, counts)
+  train_rows = rows_of(data.train, data.counts)
+  held_out = rows_of(data.held_out, data.held_out_counts) if data.held_out is not None else None
   tokens_per_row = r.max_responses * context
   return (*stage.make_task(config, data, train_rows, held_out, tokens_per_row, RewardModel(config.model),
                            loss_fn(config)), data)
@@ -95,7 +94,12 @@ def build_task(config):
 # Scoring and normalisation.
 
 class Scorer:
-  """Raw reward-model scores of (prompt, response) texts, EOS appended to each response as in training."""
+  """Raw reward-model scores of (prompt, response) texts, EOS appended to each response as in training, or of token
+  sequences as they are (score_ids), each read at its last token.
+
+  Every process passes the same inputs: each batch is split over the mesh's batch axes (sharding.global_rows) and
+  the scores come back whole to every process (sharding.to_host).
+  """
 
   def __init__(self, config, params, mesh, tokenizer, batch_size: int):
     self.config, self.params, self.mesh, self.tokenizer = config, params, mesh, tokenizer
@@ -104,44 +108,62 @@ class Scorer:
     self._apply = jax.jit(lambda p, t, m: module.apply({'params': p}, t, m))
 
   def __call__(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-    context, counts = self.config.model.context, collections.Counter()
-    out = []
-    for start in range(0, len(pairs), self.batch_size):
-      chunk = pairs[start:start + self.batch_size]
+    counts = collections.Counter()
+    return self.score_ids([rdata.encode(self.tokenizer, [(prompt, False), (response, True)],
+                                        self.config.model.context, self.config.rlhf.max_prompt_tokens, counts)[0]
+                           for prompt, response in pairs])
+
+  def score_ids(self, sequences: list[np.ndarray]) -> np.ndarray:
+    context, out = self.config.model.context, []
+    for start in range(0, len(sequences), self.batch_size):
+      chunk = sequences[start:start + self.batch_size]
       tokens = np.full((self.batch_size, context), self.tokenizer.pad_id, np.int32)
       mask = np.zeros((self.batch_size, context), np.int32)
-      for i, (prompt, response) in enumerate(chunk):
-        ids, _ = rdata.encode(self.tokenizer, [(prompt, False), (response, True)], context,
-                              self.config.rlhf.max_prompt_tokens, counts)
+      for i, ids in enumerate(chunk):
         tokens[i, :len(ids)], mask[i, :len(ids)] = ids, 1
       mask[len(chunk):, 0] = 1  # padding rows read their first token
-      batch = pipeline.make_global_batch({'t': tokens, 'm': mask}, gs.batch_sharding(self.mesh))
       with gs.activation_context(self.mesh):
-        scores = self._apply(self.params, batch['t'], batch['m'])
-      out.append(np.asarray(jax.device_get(scores))[:len(chunk)])
+        scores = self._apply(self.params, gs.global_rows(tokens, self.mesh), gs.global_rows(mask, self.mesh))
+      out.append(gs.to_host(scores)[:len(chunk)])
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
 def normalization(config, params, mesh, data: stage.Data) -> dict:
-  """{gain, bias, mean, std, samples, source}: gain * raw + bias has mean 0 and std 1 over responses sampled from
-  rlhf.init_from (temperature rlhf.temperature, rlhf.response_tokens) to the first training prompts; without a
-  starting policy or with rlhf.norm_samples = 0, over the training data's own responses."""
+  """{gain, bias, mean, std, samples, source, sampling}: gain * raw + bias has mean 0 and std 1 over responses
+  sampled from rlhf.init_from to the first training prompts and scored as PPO scores its rollouts (the sampled ids
+  as they are: at EOS, or at the last token of a response the length limit cut); without a starting policy or
+  with rlhf.norm_samples = 0, over the training data's own responses (sampling: null)."""
   r = config.rlhf
-  prompts = [example[0] for example in data.train]
+  scorer = Scorer(config, params, mesh, data.tokenizer, 64)
   if r.init_from and r.norm_samples:
-    lm = stage.load_lm_params(r.init_from, config, mesh)
-    sampler = sample.Sampler(gm.GPTLM(config.model), config.model, lm, eot_id=data.tokenizer.eot_id,
-                             pad_id=data.tokenizer.pad_id, batch_size=min(64, r.norm_samples), mesh=mesh)
-    chosen = [prompts[i % len(prompts)] for i in range(r.norm_samples)]
-    samples = sample.generate_text(sampler, data.tokenizer, chosen, max_new_tokens=r.response_tokens,
-                                   rng=jax.random.key(config.train.seed), temperature=r.temperature)
-    pairs, source = list(zip(chosen, [s.text for s in samples])), f'{len(chosen)} samples of {r.init_from}'
+    sequences, sampling = _policy_samples(config, mesh, data)
+    raw, source = scorer.score_ids(sequences), f'{len(sequences)} samples of {r.init_from}'
   else:
     pairs = [(example[0], response) for example in data.train for response in example[1]]
+    raw, sampling = scorer(pairs), None
     source = f'the {len(pairs)} responses of the training data'
-  raw = Scorer(config, params, mesh, data.tokenizer, 64)(pairs)
   mean, std = float(np.mean(raw)), float(np.std(raw)) or 1.0
-  return dict(gain=1.0 / std, bias=-mean / std, mean=mean, std=std, samples=len(pairs), source=source)
+  return dict(gain=1.0 / std, bias=-mean / std, mean=mean, std=std, samples=len(raw), source=source,
+              sampling=sampling)
+
+
+def _policy_samples(config, mesh, data: stage.Data) -> tuple[list[np.ndarray], dict]:
+  """(prompt + sampled response ids of rlhf.norm_samples prompts, the sampling settings): prompts cut from the left
+  to rlhf.max_prompt_tokens as PPO cuts them (less, if the response would not fit the context)."""
+  r, context = config.rlhf, config.model.context
+  prompt_budget = min(r.max_prompt_tokens, context - r.response_tokens)
+  # An empty prompt starts from EOS, as the sampler starts it.
+  prompts = [list(data.tokenizer.encode(data.train[i % len(data.train)][0]))[-prompt_budget:]
+             or [data.tokenizer.eot_id] for i in range(r.norm_samples)]
+  sampler = sample.Sampler(gm.GPTLM(config.model), config.model, stage.load_lm_params(r.init_from, config, mesh),
+                           eot_id=data.tokenizer.eot_id, pad_id=data.tokenizer.pad_id,
+                           batch_size=min(64, r.norm_samples), mesh=mesh)
+  samples = sampler.generate(prompts, max_new_tokens=r.response_tokens, rng=jax.random.key(config.train.seed),
+                             temperature=r.temperature)
+  sequences = [np.concatenate([np.asarray(p, np.int32), s.tokens.astype(np.int32)]) for p, s in zip(prompts, samples)]
+  sampling = dict(temperature=r.temperature, response_tokens=r.response_tokens, samples=r.norm_samples,
+                  max_prompt_tokens=prompt_budget, seed=config.train.seed)
+  return sequences, sampling
 
 
 def read_normalization(workdir: str) -> dict:
@@ -157,7 +179,12 @@ def read_normalization(workdir: str) -> dict:
 # Commands.
 
 def train_main(config):
-  config, task, data = build_task(stage.prepare(config))
+  config = stage.prepare(config)
+  r = config.rlhf
+  if r.init_from and r.norm_samples and r.response_tokens >= config.model.context:
+    raise ConfigError(f'rlhf.response_tokens={r.response_tokens} leaves the normalisation samples no room for a '
+                      f'prompt in model.context={config.model.context}: make it at most {config.model.context - 1}.')
+  config, task, data = build_task(config)
   status, result = stage.train(config, FLAGS.workdir, task, data, task.train_stream.n)
   if result is None or result.stopped != 'finished':
     return status
@@ -175,8 +202,8 @@ def score_main():
     raise ConfigError('score reads the model from --workdir: drop --config.')
   if not FLAGS.input:
     raise ConfigError('score needs --input=<file.jsonl> of {"prompt", "response"} records.')
-  if FLAGS.output and os.path.exists(FLAGS.output):
-    raise ConfigError(f'--output={FLAGS.output} exists: give a new file name.')
+  if FLAGS.output:
+    _check_output(FLAGS.output)
   if FLAGS.batch_size < 1:
     raise ConfigError(f'--batch_size={FLAGS.batch_size} must be a positive integer.')
   cli.check_workdir(FLAGS.workdir)
@@ -198,12 +225,25 @@ def score_main():
   raw = Scorer(config, params, mesh, tokenizer_lib.load(config.data), FLAGS.batch_size)(pairs)
   lines = [json.dumps(dict(record, raw_score=float(s), score=float(norm['gain'] * s + norm['bias'])))
            for (_, record), s in zip(records, raw)]
+  if jax.process_index():
+    return 0
   if FLAGS.output:
     with open(FLAGS.output, 'x', encoding='utf-8') as f:
       f.writelines(line + '\n' for line in lines)
   else:
     sys.stdout.writelines(line + '\n' for line in lines)
   return 0
+
+
+def _check_output(path: str) -> None:
+  """score's --output, before the model is loaded: a new file in a directory that exists."""
+  parent = os.path.dirname(os.path.abspath(path))
+  if os.path.isdir(path):
+    raise ConfigError(f'--output={path} is a directory: pass a file path inside it.')
+  if os.path.exists(path):
+    raise ConfigError(f'--output={path} already exists: choose a new path.')
+  if not os.path.isdir(parent):
+    raise ConfigError(f'--output={path}: directory {parent} does not exist; create it or pick another path.')
 
 
 def main(argv):

@@ -27,10 +27,10 @@ def build_task(config):
   data = stage.load(config, 'sft', rdata.sft_segments, stage.toy_source(toy.instructions))
   context = config.model.context
 
-  def rows_of(examples, pack):
-    return rdata.sft_rows(examples, data.tokenizer, context, r.max_prompt_tokens, pack, data.counts)
-  train_rows = rows_of(data.train, r.pack)
-  held_out = rows_of(data.held_out, False) if data.held_out is not None else None
+  def rows_of(examples, pack, counts):
+    return rdata.sft_rows(examples, data.tokenizer, context, r.max_prompt_tokens, pack, counts)
+  train_rows = rows_of(data.train, r.pack, data.counts)
+  held_out = rows_of(data.held_out, False, data.held_out_counts) if data.held_out is not None else None
   return (*stage.make_task(config, data, train_rows, held_out, context, gm.GPTLM(config.model),
                            losses.lm_loss_fn(config)), data)
 

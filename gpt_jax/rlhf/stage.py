@@ -28,6 +28,7 @@ from gpt_jax import sharding as gs
 from gpt_jax.config import ConfigError
 from gpt_jax.data import tokenizer as tokenizer_lib
 from gpt_jax.rlhf import data as rdata
+from gpt_jax.rlhf import toy
 
 # Model fields a stage may set itself; every other one (the shape) comes from the run it starts from.
 STAGE_MODEL_FIELDS = ('dropout_embed', 'dropout_attn', 'dropout_resid', 'remat', 'attention_impl', 'dtype')
@@ -40,6 +41,10 @@ def prepare(config):
   if config.train.init_from:
     raise ConfigError(f'train.init_from={config.train.init_from!r} is for pretraining: a fine-tuning stage starts '
                       f'from --config.rlhf.init_from={config.train.init_from}.')
+  if r.epochs and config.train.total_tokens != gcfg.default_config().train.total_tokens:
+    raise ConfigError(f'rlhf.epochs={r.epochs:g} and train.total_tokens={config.train.total_tokens} both set the run '
+                      f'length: drop --config.train.total_tokens, or pass --config.rlhf.epochs=0 to train for '
+                      f'train.total_tokens.')
   config = config.copy_and_resolve_references()
   if r.init_from:
     if not os.path.isdir(r.init_from):
@@ -61,10 +66,11 @@ def prepare(config):
 @dataclasses.dataclass
 class Data:
   """A stage's parsed data: training and held-out examples (None: no evaluation), counts of what was cut or
-  skipped, the record format and the tokenizer."""
+  skipped in each, the record format and the tokenizer."""
   train: list
   held_out: list | None
   counts: collections.Counter
+  held_out_counts: collections.Counter
   format: str
   tokenizer: object
 
@@ -73,8 +79,11 @@ def load(config, stage: str, parser, toy_records) -> Data:
   """Reads rlhf.data (and rlhf.eval_data) for a stage. parser(fmt) -> parse(where, record); toy_records(n, seed,
   held_out, kind) -> the toy task's records for this stage ('toy:<kind>' names a kind, for stages with several)."""
   r = config.rlhf
+  if r.pack and stage != 'sft':
+    raise ConfigError(f'rlhf.pack=true packs SFT examples, but the {stage} stage keeps one example per row: drop '
+                      f'--config.rlhf.pack.')
   tokenizer = tokenizer_lib.load(config.data)
-  counts = collections.Counter()
+  counts, held_out_counts = collections.Counter(), collections.Counter()
   train_records = _records(config, r.data, toy_records, held_out=False, split='train')
   fmt = rdata.detect_format(stage, train_records)
   train = rdata.parse_all(train_records, fmt, parser(fmt), r.skip_bad_lines, counts)
@@ -83,8 +92,8 @@ def load(config, stage: str, parser, toy_records) -> Data:
   if eval_spec:
     eval_records = _records(config, eval_spec, toy_records, held_out=True, split='test')
     eval_fmt = rdata.detect_format(stage, eval_records)
-    held_out = rdata.parse_all(eval_records, eval_fmt, parser(eval_fmt), r.skip_bad_lines, counts)
-  return Data(train, held_out, counts, fmt, tokenizer)
+    held_out = rdata.parse_all(eval_records, eval_fmt, parser(eval_fmt), r.skip_bad_lines, held_out_counts)
+  return Data(train, held_out, counts, held_out_counts, fmt, tokenizer)
 
 
 def _is_toy(spec: str) -> bool:
@@ -94,7 +103,11 @@ def _is_toy(spec: str) -> bool:
 def _records(config, spec: str, toy_records, held_out: bool, split: str):
   if _is_toy(spec):
     n = TOY_HELD_OUT if held_out else config.rlhf.toy_items
-    records = toy_records(n, config.data.seed, held_out, spec.partition(':')[2])
+    try:
+      records = toy_records(n, config.data.seed, held_out, spec.partition(':')[2])
+    except toy.TooFewItems as error:
+      raise ConfigError(f'rlhf.toy_items={n} is more than the {error.available} distinct training items of the '
+                        f'toy task {spec!r}: make it at most {error.available}.') from None
     return [(f'{spec}[{i}]', x) for i, x in enumerate(records)]
   return rdata.read_records(spec, config.data.data_dir, split)
 
@@ -194,15 +207,26 @@ def main_for(build_task, workdir_flag):
 def train(config, workdir: str, task: loop.Task, data: Data, rows: int) -> tuple[int, loop.Result | None]:
   """Runs task with the loop, after reporting the data counts: (exit status, the loop's Result or None)."""
   if jax.process_index() == 0:
-    cut = ', '.join(f'{v} {k.replace("_", " ")}' for k, v in sorted(data.counts.items())) or 'nothing cut or skipped'
-    print(f'data: {rows} rows of {data.format} records ({cut})', flush=True)
-  record = dict(cli.run_record(config, data.tokenizer), data=dict(format=data.format, rows=rows, **data.counts))
+    print(describe(data, rows), flush=True)
+  held_out = dict(rows=len(data.held_out), **data.held_out_counts) if data.held_out else None
+  record = dict(cli.run_record(config, data.tokenizer),
+                data=dict(format=data.format, rows=rows, **data.counts, held_out=held_out))
   try:
     result = loop.train(config, workdir, task, gs.make_mesh(config.mesh), record)
   except loop.TrainingStopped as error:
     print(f'error: {error}', file=sys.stderr, flush=True)
     return 2, None
   return (130 if result.stopped == 'interrupted' else 0), result
+
+
+def describe(data: Data, rows: int) -> str:
+  """The line a stage prints about its data: training rows and held-out rows, each with what was cut or skipped."""
+  held_out = f'; held out: {len(data.held_out)} rows ({_cut(data.held_out_counts)})' if data.held_out else ''
+  return f'data: {rows} training rows of {data.format} records ({_cut(data.counts)}){held_out}'
+
+
+def _cut(counts: collections.Counter) -> str:
+  return ', '.join(f'{v} {k.replace("_", " ")}' for k, v in sorted(counts.items())) or 'nothing cut or skipped'
 
 
 def n_rows(rows: dict) -> int:

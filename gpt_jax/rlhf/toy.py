@@ -12,6 +12,8 @@ and `closeness` orders responses from right to wrong, which is what rankings and
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import os
 import random
@@ -52,19 +54,39 @@ def prompt_of(question: str) -> str:
   return f'Q: {question}\nA:'
 
 
+class TooFewItems(ValueError):
+  """More items were asked for than the toy task has on that side of the held-out split."""
+
+  def __init__(self, n: int, available: int, held_out: bool):
+    self.available = available
+    super().__init__(f'the toy task has {available} distinct {"held-out" if held_out else "training"} items, '
+                     f'fewer than {n}.')
+
+
+@functools.cache
+def available(held_out: bool, kinds: tuple[str, ...] = KINDS, top: int = 49) -> int:
+  """How many distinct items _problem can draw on one side of the held-out split (every prompt enumerated)."""
+  questions = [f'Unscramble {letters}' for word in WORDS if 'unscramble' in kinds
+               for letters in set(map(''.join, itertools.permutations(word))) if letters != word]
+  questions += [f'What is {a} {kind} {b}?' for kind in kinds if kind != 'unscramble'
+                for a in range(top + 1) for b in range(top + 1) if kind == 'plus' or a >= b]
+  return sum(_held_out(prompt_of(q)) == held_out for q in questions)
+
+
 def _items(n: int, seed: int, held_out: bool, kinds: tuple[str, ...] = KINDS, top: int = 49):
-  """n distinct (prompt, answer, kind) items on the requested side of the held-out split."""
+  """n distinct (prompt, answer, kind) items on the requested side of the held-out split; TooFewItems when n is
+  more than there are."""
+  if n > available(held_out, kinds, top):
+    raise TooFewItems(n, available(held_out, kinds, top), held_out)
   rng, seen, out = random.Random(seed), set(), []
-  for _ in range(200 * n + 10_000):
+  while len(out) < n:
     question, answer, kind = _problem(rng, kinds, top)
     prompt = prompt_of(question)
     if prompt in seen or _held_out(prompt) != held_out:
       continue
     seen.add(prompt)
     out.append((prompt, answer, kind))
-    if len(out) == n:
-      return out
-  raise ValueError(f'the toy task has fewer than {n} distinct {"held-out" if held_out else "training"} items.')
+  return out
 
 
 def answer_of(prompt: str) -> str:
@@ -102,8 +124,9 @@ def wrong_answers(prompt: str, rng: random.Random) -> list[str]:
     candidates |= {int(w.rstrip('?')) for w in prompt.split() if w.rstrip('?').isdigit()}  # an operand
     texts = [str(c) for c in candidates if c >= 0 and c != value]
   else:
-    texts = {answer[1] + answer[0] + answer[2:], answer[:-2] + answer[-1] + answer[-2], answer[::-1],
-             answer[0] + ''.join(sorted(answer[1:])), prompt.split()[2]}
+    # dict.fromkeys, not a set: a set of strings iterates in an order that changes with PYTHONHASHSEED.
+    texts = dict.fromkeys([answer[1] + answer[0] + answer[2:], answer[:-2] + answer[-1] + answer[-2],
+                           answer[::-1], answer[0] + ''.join(sorted(answer[1:])), prompt.split()[2]])
     texts = [t for t in texts if t != answer]
   rng.shuffle(texts)
   by_closeness = {}
@@ -139,13 +162,16 @@ def pairs(n: int, seed: int = 0, held_out: bool = False) -> list[dict]:
           for p, a, _ in _items(n, seed, held_out)]
 
 
+CLASSIFY_KINDS, CLASSIFY_TOP = ('plus', 'minus'), 99  # the classification items' space
+
+
 def classification(kind: str, n: int, seed: int = 0, held_out: bool = False) -> list[dict]:
   """GPT-1 style items: 'single' {"text": "23 + 19 = 42", "label": 0|1} (is the sum right?), 'pair'
   {"text_a": "23 + 19", "text_b": "50 - 8", "label"} (same value?), 'choice' {"context": "23 + 19 =", "choices":
   [4 sums], "label"}."""
   rng = random.Random(seed + 3)
   out = []
-  for prompt, answer, _ in _items(n, seed, held_out, ('plus', 'minus'), top=99):
+  for prompt, answer, _ in _items(n, seed, held_out, CLASSIFY_KINDS, CLASSIFY_TOP):
     words = prompt.split()
     expression = f'{words[3]} {"+" if words[4] == "plus" else "-"} {words[5].rstrip("?")}'
     wrong = wrong_answers(prompt, rng)[:3]
@@ -164,24 +190,41 @@ def classification(kind: str, n: int, seed: int = 0, held_out: bool = False) -> 
   return out
 
 
+def _classification_files(kind: str):
+  return {f'classify_{kind}_train.jsonl': lambda n, held_out_n, seed, max_k: classification(kind, n, seed),
+          f'classify_{kind}_heldout.jsonl': lambda n, held_out_n, seed, max_k: classification(kind, held_out_n, seed,
+                                                                                              True)}
+
+
+# What `write` puts in its directory: name -> rows(n, held_out_n, seed, max_k), and the eval-harness task's spec.
+FILES = {
+    'sft_train.jsonl': lambda n, held_out_n, seed, max_k: instructions(n, seed),
+    'sft_heldout.jsonl': lambda n, held_out_n, seed, max_k: instructions(held_out_n, seed, True),
+    'rankings_train.jsonl': lambda n, held_out_n, seed, max_k: rankings(n, seed, max_k=max_k),
+    'rankings_heldout.jsonl': lambda n, held_out_n, seed, max_k: rankings(held_out_n, seed, True, max_k),
+    'pairs_train.jsonl': lambda n, held_out_n, seed, max_k: pairs(n, seed),
+    'pairs_heldout.jsonl': lambda n, held_out_n, seed, max_k: pairs(held_out_n, seed, True),
+    'prompts_train.jsonl': lambda n, held_out_n, seed, max_k: [{'prompt': x['prompt']} for x in instructions(n, seed)],
+    'eval/toy_qa/test.jsonl': lambda n, held_out_n, seed, max_k: [
+        dict(context=x['prompt'], completion=x['completion']) for x in instructions(held_out_n, seed, True)],
+    **_classification_files('single'), **_classification_files('pair'), **_classification_files('choice'),
+}
+TASK_SPEC = 'eval/toy_qa/task.json'
+OUTPUTS = (*FILES, TASK_SPEC)
+
+
+def max_items(held_out: bool) -> int:
+  """The most items per file `write` can make: the smaller of the instructions' and the classification's spaces."""
+  return min(available(held_out), available(held_out, CLASSIFY_KINDS, CLASSIFY_TOP))
+
+
 def write(directory: str, n: int = 4000, held_out_n: int = 256, seed: int = 0, max_k: int = 4) -> list[str]:
   """Writes the toy task's JSONL files and an eval-harness task (arith_qa: exact match of generations on the
-  held-out instructions) into directory; returns the paths written."""
-  os.makedirs(directory, exist_ok=True)
-  files = {
-      'sft_train.jsonl': instructions(n, seed), 'sft_heldout.jsonl': instructions(held_out_n, seed, True),
-      'rankings_train.jsonl': rankings(n, seed, max_k=max_k),
-      'rankings_heldout.jsonl': rankings(held_out_n, seed, True, max_k),
-      'pairs_train.jsonl': pairs(n, seed), 'pairs_heldout.jsonl': pairs(held_out_n, seed, True),
-      'prompts_train.jsonl': [{'prompt': x['prompt']} for x in instructions(n, seed)],
-      'eval/toy_qa/test.jsonl': [dict(context=x['prompt'], completion=x['completion'])
-                                 for x in instructions(held_out_n, seed, True)],
-  }
-  for kind in ('single', 'pair', 'choice'):
-    files[f'classify_{kind}_train.jsonl'] = classification(kind, n, seed)
-    files[f'classify_{kind}_heldout.jsonl'] = classification(kind, held_out_n, seed, True)
+  held-out instructions) into directory, replacing those files; returns the paths written. Every file is generated
+  before anything is written (TooFewItems leaves no trace)."""
+  contents = {name: rows(n, held_out_n, seed, max_k) for name, rows in FILES.items()}
   written = []
-  for name, rows in files.items():
+  for name, rows in contents.items():
     path = os.path.join(directory, name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w', encoding='utf-8') as f:
@@ -189,6 +232,6 @@ def write(directory: str, n: int = 4000, held_out_n: int = 256, seed: int = 0, m
     written.append(path)
   spec = dict(task='toy_qa', output_type='generate_until', test_file='test.jsonl', target_delimiter='',
               metric_list=['exact_match'], generation_kwargs={'until': ['\n'], 'max_gen_toks': 8})
-  with open(os.path.join(directory, 'eval/toy_qa/task.json'), 'w', encoding='utf-8') as f:
+  with open(os.path.join(directory, TASK_SPEC), 'w', encoding='utf-8') as f:
     json.dump(spec, f, indent=2)
-  return written + [os.path.join(directory, 'eval/toy_qa/task.json')]
+  return written + [os.path.join(directory, TASK_SPEC)]

@@ -1,0 +1,97 @@
+"""The fine-tuning stages as real processes: two processes x 4 CPU devices (jax.distributed on loopback) train a
+reward model, with its normalisation samples, and DPO with a precomputed reference, each equal to one process on
+8 devices."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from gpt_jax import checkpoint as ckpt
+from gpt_jax import config as gcfg
+from gpt_jax import loop
+from gpt_jax import model as gm
+from gpt_jax import sharding as gs
+from gpt_jax.heads import RewardModel
+from gpt_jax.rlhf import sft
+from tests.helpers import load_lm
+
+CONTEXT = 32
+COMMON = ['--config.rlhf.toy_items=32', '--config.rlhf.max_prompt_tokens=20', '--config.rlhf.epochs=0',
+          '--config.train.log_every=2', '--config.train.eval_every=0', '--config.checkpoint.use_async=false',
+          '--config.optim.warmup_tokens=0']
+STAGES = {
+    'reward': ['--config.rlhf.max_responses=3', f'--config.train.batch_tokens={8 * 3 * CONTEXT}',
+               f'--config.train.total_tokens={3 * 8 * 3 * CONTEXT}', '--config.rlhf.norm_samples=24',
+               '--config.rlhf.response_tokens=8'],
+    'dpo': [f'--config.train.batch_tokens={8 * 2 * CONTEXT}', f'--config.train.total_tokens={3 * 8 * 2 * CONTEXT}',
+            '--config.rlhf.precompute_ref=true'],
+}
+
+
+@pytest.fixture(scope='module')
+def sft_run(tmp_path_factory):
+  """A tiny SFT run, the policy both stages start from (two steps: not a random model)."""
+  base = tmp_path_factory.mktemp('sft')
+  overrides = {'model.n_layers': 1, 'model.d_model': 32, 'model.n_heads': 2, 'model.context': CONTEXT,
+               'rlhf.toy_items': 32, 'rlhf.max_prompt_tokens': 20, 'rlhf.epochs': 0.0,
+               'train.batch_tokens': 8 * CONTEXT, 'train.total_tokens': 2 * 8 * CONTEXT, 'train.eval_every': 0,
+               'checkpoint.use_async': False, 'optim.warmup_tokens': 0, 'data.data_dir': str(base / 'data')}
+  config, task, _ = sft.build_task(gcfg.load_config_file('configs/rlhf.py:sft', overrides))
+  loop.train(config, str(base / 'run'), task)
+  return str(base / 'run')
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _run(stage, workdir, init_from, processes):
+  """Runs python -m gpt_jax.rlhf.<stage> as `processes` processes over 8 CPU devices in all."""
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={8 // processes}', JAX_PLATFORMS='cpu',
+             JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo')
+  command = [sys.executable, '-m', f'gpt_jax.rlhf.{stage}', f'--workdir={workdir}',
+             f'--config.rlhf.init_from={init_from}', f'--config.data.data_dir={workdir}-data', *COMMON, *STAGES[stage]]
+  port = _free_port()
+  distributed = [[f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={processes}', f'--process_id={i}']
+                 for i in range(processes)] if processes > 1 else [[]]
+  running = [subprocess.Popen(command + extra, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for extra in distributed]
+  outputs = [p.communicate(timeout=300)[0] for p in running]
+  for p, out in zip(running, outputs):
+    assert p.returncode == 0, out[-3000:]
+  return outputs
+
+
+def _assert_close(a, b, atol):
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=atol), a, b)
+
+
+def test_two_processes_train_a_reward_model_and_its_normalisation_as_one(sft_run, tmp_path):
+  one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
+  _run('reward', one, sft_run, 1)
+  outputs = _run('reward', two, sft_run, 2)
+  assert 'reward normalisation' in outputs[0] and 'reward normalisation' not in outputs[1]
+  norms = [json.loads(open(os.path.join(w, 'reward_norm.json')).read()) for w in (one, two)]
+  assert norms[0]['sampling'] == norms[1]['sampling'] and norms[0]['samples'] == 24
+  for key in ('gain', 'bias', 'mean', 'std'):
+    assert norms[1][key] == pytest.approx(norms[0][key], rel=1e-4, abs=1e-5), key
+  mesh = gs.single_device_mesh()
+  abstract = gs.abstract_params(gm.abstract_variables(RewardModel(ckpt.load_config(one).model))['params'], mesh)
+  _assert_close(ckpt.load_for_inference(one, abstract)[0], ckpt.load_for_inference(two, abstract)[0], atol=5e-5)
+
+
+def test_two_processes_train_dpo_with_a_precomputed_reference_as_one(sft_run, tmp_path):
+  one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
+  _run('dpo', one, sft_run, 1)
+  _run('dpo', two, sft_run, 2)
+  (_, params_one, step), (_, params_two, _) = load_lm(one), load_lm(two)
+  assert step == 3
+  _assert_close(params_one, params_two, atol=5e-5)
