@@ -200,12 +200,13 @@ def test_reward_run_writes_its_normalisation_and_scores_a_jsonl(tmp_path):
   for x in lines:
     assert x['score'] == pytest.approx(norm['gain'] * x['raw_score'] + norm['bias'], rel=1e-6)
   again = _run('gpt_jax.rlhf.reward', 'score', f'--workdir={workdir}', f'--input={responses}', f'--output={out}')
-  assert again.returncode == 2 and again.stderr.strip() == f'error: --output={out} already exists: choose a new path.'
-  missing = tmp_path / 'missing' / 'scored.jsonl'
-  nowhere = _run('gpt_jax.rlhf.reward', 'score', f'--workdir={workdir}', f'--input={responses}', f'--output={missing}')
+  assert again.returncode == 2 and again.stderr.strip() == (
+      f'error: --output={out} already exists: choose a new path, or pass --overwrite to replace it.')
+  under_a_file = responses / 'scored.jsonl'
+  nowhere = _run('gpt_jax.rlhf.reward', 'score', f'--workdir={workdir}', f'--input={responses}',
+                 f'--output={under_a_file}')
   assert nowhere.returncode == 2 and nowhere.stderr.strip() == (
-      f'error: --output={missing}: directory {missing.parent} does not exist; create it or pick another path.')
-  assert not missing.parent.exists()
+      f'error: --output={under_a_file} cannot be created: {responses} is a file, not a directory.')
 
 
 def test_the_normalisation_scores_the_sampled_ids_as_ppo_scores_rollouts(data_dir, tmp_path):

@@ -18,11 +18,11 @@ from gpt_jax.rlhf import toy
 
 flags.DEFINE_string('out', None, 'directory the toy files are written into (created if absent; other files in it are '
                     'left alone).')
-flags.DEFINE_bool('overwrite', False, 'replace toy files that already exist in --out (without it they are refused).')
 flags.DEFINE_integer('items', 4000, f'training items per file (at most {toy.max_items(False)}).')
 flags.DEFINE_integer('held_out', 256, f'held-out items per file (at most {toy.max_items(True)}).')
 flags.DEFINE_integer('seed', 0, 'generator seed.')
 flags.DEFINE_integer('max_responses', 4, 'largest K of the rankings.')
+cli.define_overwrite_flag()
 FLAGS = flags.FLAGS
 
 
@@ -31,19 +31,13 @@ def main(argv):
     raise ConfigError('name a command: python -m gpt_jax.rlhf toy --out=<dir>.')
   if not FLAGS.out:
     raise ConfigError('--out is required: the directory the toy files go into, e.g. --out=runs/toy.')
-  if os.path.exists(FLAGS.out) and not os.path.isdir(FLAGS.out):
-    raise ConfigError(f'--out={FLAGS.out} is a file: pass a directory.')
   for name, limit in (('items', toy.max_items(False)), ('held_out', toy.max_items(True))):
     if not 1 <= FLAGS[name].value <= limit:
       raise ConfigError(f'--{name}={FLAGS[name].value} must be between 1 and {limit}, the number of distinct '
                         f'{"held-out" if name == "held_out" else "training"} items the toy task has.')
   if not 2 <= FLAGS.max_responses <= 9:
     raise ConfigError(f'--max_responses={FLAGS.max_responses} must be in 2..9.')
-  taken = [name for name in toy.OUTPUTS if os.path.exists(os.path.join(FLAGS.out, name))]
-  if taken and not FLAGS.overwrite:
-    more = f' and {len(taken) - 1} more toy files' if len(taken) > 1 else ''
-    raise ConfigError(f'--out={FLAGS.out} already holds {taken[0]}{more}: choose another --out, or pass --overwrite '
-                      f'to replace them.')
+  cli.check_outputs_in('out', FLAGS.out, toy.OUTPUTS)
   paths = toy.write(FLAGS.out, FLAGS.items, FLAGS.held_out, FLAGS.seed, FLAGS.max_responses)
   print(f'wrote {len(paths)} files into {FLAGS.out}; evaluate with --tasks={os.path.join(FLAGS.out, "eval/toy_qa")}')
   return 0

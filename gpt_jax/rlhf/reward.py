@@ -36,8 +36,9 @@ from gpt_jax.rlhf import toy
 NORM_FILE = 'reward_norm.json'
 FLAGS = flags.FLAGS
 cli.define_workdir_flag()
+cli.define_overwrite_flag()
 flags.DEFINE_string('input', None, 'score: JSONL of {"prompt", "response"} records to score.')
-flags.DEFINE_string('output', None, 'score: where the scored JSONL goes (default: stdout); must not exist yet.')
+flags.DEFINE_string('output', None, 'score: where the scored JSONL goes (default: stdout); an existing file is refused unless --overwrite.')
 flags.DEFINE_integer('batch_size', 32, 'score: responses per forward pass.')
 
 
@@ -203,7 +204,7 @@ def score_main():
   if not FLAGS.input:
     raise ConfigError('score needs --input=<file.jsonl> of {"prompt", "response"} records.')
   if FLAGS.output:
-    _check_output(FLAGS.output)
+    cli.check_output('output', FLAGS.output)
   if FLAGS.batch_size < 1:
     raise ConfigError(f'--batch_size={FLAGS.batch_size} must be a positive integer.')
   cli.check_workdir(FLAGS.workdir)
@@ -228,22 +229,12 @@ def score_main():
   if jax.process_index():
     return 0
   if FLAGS.output:
-    with open(FLAGS.output, 'x', encoding='utf-8') as f:
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+    with open(FLAGS.output, 'w', encoding='utf-8') as f:
       f.writelines(line + '\n' for line in lines)
   else:
     sys.stdout.writelines(line + '\n' for line in lines)
   return 0
-
-
-def _check_output(path: str) -> None:
-  """score's --output, before the model is loaded: a new file in a directory that exists."""
-  parent = os.path.dirname(os.path.abspath(path))
-  if os.path.isdir(path):
-    raise ConfigError(f'--output={path} is a directory: pass a file path inside it.')
-  if os.path.exists(path):
-    raise ConfigError(f'--output={path} already exists: choose a new path.')
-  if not os.path.isdir(parent):
-    raise ConfigError(f'--output={path}: directory {parent} does not exist; create it or pick another path.')
 
 
 def main(argv):
