@@ -39,6 +39,13 @@ def trained(tmp_path_factory):
   assert result.returncode == 0, result.stderr[-2000:]
   path = result.stdout.strip().splitlines()[-1]
   assert path.startswith(os.path.join(data_dir, 'tokenizers')) and path.endswith('-bpe-1024.model')
+  before = os.stat(path).st_mtime_ns
+  again = subprocess.run(result.args, cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, 'PYTHONPATH': REPO, 'JAX_PLATFORMS': 'cpu'})
+  assert again.returncode == 2 and again.stderr.strip() == (
+      f'error: {path} already exists (a tokenizer of this source, type and size; runs that use it keep its '
+      f'checksum): use it with --config.data.tokenizer={path}, or pass --overwrite to train it again.')
+  assert os.stat(path).st_mtime_ns == before
   config = tiny_config(data__tokenizer=path, data__data_dir=data_dir, data__source=source)
   return tokenizer_lib.load(config.data), config.data, source
 

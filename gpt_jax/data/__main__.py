@@ -11,7 +11,8 @@ prepares exactly the data that run reads.
 `prepare` writes the ArrayRecord copy of each source of a mixture and its token caches for --tokenizer, and prints
 what it found (documents, replaced bytes, skipped lines). `train-tokenizer` samples at most --sample_chars
 characters of the training split (a fixed shuffle of documents, shared out by mixture weight), writes
-<data_dir>/tokenizers/<source>-<model_type>-<vocab_size>.model and prints its path on the last line.
+<data_dir>/tokenizers/<source>-<model_type>-<vocab_size>.model (an existing one is refused unless --overwrite)
+and prints its path on the last line.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from gpt_jax.data import tokenizer as tokenizer_lib
 _VOCAB_SIZE = flags.DEFINE_integer('vocab_size', 8192, 'train-tokenizer: vocabulary size, specials included.')
 _MODEL_TYPE = flags.DEFINE_enum('model_type', 'bpe', ['bpe', 'unigram'], 'train-tokenizer: sentencepiece model.')
 _SAMPLE_CHARS = flags.DEFINE_integer('sample_chars', 16_000_000, 'train-tokenizer: characters of text to train on.')
+cli.define_overwrite_flag()
 
 _USAGE = ('usage: python -m gpt_jax.data prepare|train-tokenizer [--config=...] [--config.data.source=...] '
           '(see --help)')
@@ -66,15 +68,18 @@ def _sample(texts, chars: int):
 
 def _train_tokenizer(d) -> str:
   components = sources.open_sources(d.source, d.data_dir, d.text_field)
+  name = components[0][0].slug if len(components) == 1 else (
+      'mix-' + hashlib.sha256(d.source.encode()).hexdigest()[:8])
+  path = os.path.join(os.path.expanduser(d.data_dir), 'tokenizers',
+                      f'{name}-{_MODEL_TYPE.value}-{_VOCAB_SIZE.value}.model')
+  if os.path.exists(path) and not flags.FLAGS.overwrite:
+    raise ConfigError(f'{path} already exists (a tokenizer of this source, type and size; runs that use it keep its '
+                      f'checksum): use it with --config.data.tokenizer={path}, or pass --overwrite to train it again.')
   total_weight = sum(weight for _, weight in components)
   documents = []
   for source, weight in components:
     source.prepare()
     documents.append(_sample(source.texts('train'), int(_SAMPLE_CHARS.value * weight / total_weight)))
-  name = components[0][0].slug if len(components) == 1 else (
-      'mix-' + hashlib.sha256(d.source.encode()).hexdigest()[:8])
-  path = os.path.join(os.path.expanduser(d.data_dir), 'tokenizers',
-                      f'{name}-{_MODEL_TYPE.value}-{_VOCAB_SIZE.value}.model')
   tokenizer = tokenizer_lib.train(itertools.chain(*documents), path, _VOCAB_SIZE.value, _MODEL_TYPE.value,
                                   _SAMPLE_CHARS.value)
   print(f'trained a {tokenizer.vocab_size}-token {_MODEL_TYPE.value} tokenizer (sha256 {tokenizer.checksum}); '
