@@ -189,3 +189,22 @@ def test_approach3_from_the_best_screened_starts_reaches_the_full_grid_optimum(n
   assert fit.starts == 32
   assert fit.objective == pytest.approx(chinchilla_fit.objective, rel=1e-6)
   assert fit.alpha == pytest.approx(chinchilla_fit.alpha, rel=1e-4)
+
+
+def test_one_sign_convention_alpha_is_positive_when_the_loss_falls():
+  n = np.geomspace(1e4, 1e6, 8)
+  falls = scaling.fit_power_law(n, (8.8e13 / n) ** 0.076, params='non_embedding')
+  rises = scaling.fit_power_law(n, 0.5 * n ** 0.046, params='non_embedding')
+  assert falls.alpha == pytest.approx(0.076) and falls.to_json()['alpha'] == falls.alpha == -falls.exponent
+  assert falls.label() == f'L = {falls.coefficient:.3g} N^-0.076' and falls.to_json()['law'] == falls.label()
+  assert rises.alpha == pytest.approx(-0.046) and rises.label().endswith('N^+0.046 (rises)')
+  with_e = scaling.fit_power_law(n, 1.5 + 30 * n ** -0.3, irreducible=True, variable='C')
+  assert with_e.label().startswith('L = 1.5 + ') and ' C^-0.30' in with_e.label()
+
+
+def test_the_envelope_leaves_out_a_lone_run_above_a_cheaper_better_one():
+  # A run alone in its compute bin (1.25e11, loss 2.935) while a cheaper point already reached 2.6: it is not on
+  # the lower envelope and must not be fitted.
+  flops = np.array([1e10, 9.8e10, 1.25e11, 1.27e11, 4e11, 1e12])
+  losses = np.array([3.2, 2.6, 2.935, 2.535, 2.2, 2.05])
+  assert list(scaling.lower_envelope(flops, losses, n_bins=20)) == [0, 1, 3, 4, 5]
