@@ -73,6 +73,8 @@ def test_lr_rule_fit_and_the_best_rate_of_a_grid():
   sizes = [1e4, 3e4, 1e5, 4e5]
   rule = LRRule.fit(sizes, [0.3 * n ** -0.4 for n in sizes])
   assert rule.slope == pytest.approx(-0.4) and rule.intercept == pytest.approx(math.log(0.3))
+  kept = LRRule.fit(sizes, [0.3 * n ** -0.4 for n in sizes], grid=(5e-3, 4e-3, 1e-2))
+  assert kept(1e3) == 1e-2 and kept(1e7) == 4e-3 and kept(1e4) == rule(1e4)  # never beyond the scanned grid
   bowl = lambda lr: 2.0 + 0.1 * (math.log(lr) - math.log(5e-3)) ** 2  # noqa: E731
   rate, inside = best_rate({lr: bowl(lr) for lr in (2e-3, 4e-3, 8e-3)})
   assert inside and rate == pytest.approx(5e-3)
@@ -113,8 +115,8 @@ def test_lrscan_runs_the_grid_fits_the_rule_and_the_sweep_then_uses_it(tmp_path)
     losses = {float(k): v for k, v in shape['losses'].items()}
     assert shape['best_lr'] == min(losses, key=losses.get)  # two points: the grid's better end
   sizes = [s['params_flops'] for s in record['shapes']]
-  fitted = LRRule.fit(sizes, [s['best_lr'] for s in record['shapes']])
-  assert [record['rule']['intercept'], record['rule']['slope']] == [fitted.intercept, fitted.slope]
+  fitted = LRRule.fit(sizes, [s['best_lr'] for s in record['shapes']], grid=(1e-3, 1e-2))
+  assert LRRule.load(str(rule_path)) == fitted
   from gpt_jax.sweep import load_sweep
   runs = expand(load_sweep(str(sweep_path)))
   assert [r.learning_rate for r in runs] == [fitted(n) for n in sizes]

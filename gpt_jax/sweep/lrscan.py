@@ -7,7 +7,8 @@ rate of each shape, and the log-log rule LR(N) fitted through them, written to t
 Each shape is scanned at Recipe.scan_fraction of the smallest budget it has in the sweep, with the sweep's own
 batch, beta2 and warmup rule, one seed; the runs go to <sweep root>/lrscan and are skipped or resumed when the
 command is run again (--list prints them). A shape's best rate is the vertex of the parabola in ln LR through its
-best grid point and the two neighbours, or the grid's end when the best point is an end (said in the file).
+best grid point and the two neighbours, or the grid's end when the best point is an end (said in the file); the
+rule is kept inside the grid.
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ def fit(runs: list[spec.Run]) -> dict:
     rate, inside = best_rate(losses)
     shapes.append(dict(shape=shape.name, params_flops=mine[0].params_flops, tokens=mine[0].tokens,
                        losses={f'{k:g}': v for k, v in sorted(losses.items())}, best_lr=rate, inside_grid=inside))
-  rule = LRRule.fit([s['params_flops'] for s in shapes], [s['best_lr'] for s in shapes])
-  return dict(rule=dict(intercept=rule.intercept, slope=rule.slope,
-                        formula='LR = exp(intercept + slope ln N), N = flops_per_token / 6'),
+  grid = sorted({r.learning_rate for r in runs})
+  rule = LRRule.fit([s['params_flops'] for s in shapes], [s['best_lr'] for s in shapes], grid)
+  return dict(rule=dict(intercept=rule.intercept, slope=rule.slope, low=rule.low, high=rule.high,
+                        formula='LR = exp(intercept + slope ln N), N = flops_per_token / 6, kept in [low, high]'),
               shapes=shapes, runs=[r.name for r in runs])
 
 
@@ -90,8 +92,9 @@ def main(argv):
   for s in record['shapes']:
     print(f'{s["shape"]:<14} N {s["params_flops"]:>9.0f}  ' + '  '.join(f'{k}: {v:.4f}' for k, v in s['losses'].items())
           + f'  best {s["best_lr"]:.3g}' + ('' if s['inside_grid'] else ' (grid end)'))
-  rule = LRRule(record['rule']['intercept'], record['rule']['slope'])
-  print(f'wrote {output}: LR(N) = exp({rule.intercept:.3f} + {rule.slope:.3f} ln N)')
+  rule = LRRule.load(output)
+  print(f'wrote {output}: LR(N) = exp({rule.intercept:.3f} + {rule.slope:.3f} ln N), kept in [{rule.low:g}, '
+        f'{rule.high:g}]')
   return 0
 
 

@@ -54,21 +54,26 @@ class WidthRule:
 
 @dataclasses.dataclass(frozen=True)
 class LRRule:
-  """LR(N) = exp(intercept + slope ln N), N the FLOP-equivalent size (flops_per_token / 6)."""
+  """LR(N) = exp(intercept + slope ln N), N the FLOP-equivalent size (flops_per_token / 6), kept inside the
+  scanned grid [low, high]: a rate the scan never tried is not extrapolated to."""
   intercept: float
   slope: float
+  low: float = 0.0
+  high: float = math.inf
 
   def __call__(self, n: float) -> float:
-    return float(f'{math.exp(self.intercept + self.slope * math.log(n)):.3g}')
+    rate = min(max(math.exp(self.intercept + self.slope * math.log(n)), self.low), self.high)
+    return float(f'{rate:.3g}')
 
   @classmethod
-  def fit(cls, sizes: Sequence[float], rates: Sequence[float]) -> 'LRRule':
-    """Least squares of ln LR on ln N (a constant rule from one size)."""
+  def fit(cls, sizes: Sequence[float], rates: Sequence[float], grid: Sequence[float] = ()) -> 'LRRule':
+    """Least squares of ln LR on ln N (a constant rule from one size), kept inside the grid when given."""
     x, y = np.log(np.asarray(sizes, float)), np.log(np.asarray(rates, float))
+    bounds = (min(grid), max(grid)) if grid else (0.0, math.inf)
     if len(set(x.tolist())) < 2:
-      return cls(float(y.mean()), 0.0)
+      return cls(float(y.mean()), 0.0, *bounds)
     slope, intercept = np.polyfit(x, y, 1)
-    return cls(float(intercept), float(slope))
+    return cls(float(intercept), float(slope), *bounds)
 
   @classmethod
   def load(cls, path: str) -> 'LRRule':
@@ -77,7 +82,8 @@ class LRRule:
                         f'--sweep=<this sweep file> (a few short runs per shape).')
     with open(path, encoding='utf-8') as f:
       record = json.load(f)
-    return cls(record['rule']['intercept'], record['rule']['slope'])
+    rule = record['rule']
+    return cls(rule['intercept'], rule['slope'], rule.get('low', 0.0), rule.get('high', math.inf))
 
 
 def best_rate(losses: dict[float, float]) -> tuple[float, bool]:
