@@ -122,7 +122,8 @@ class PowerLaw:
   @property
   def scale(self) -> float:
     """Kaplan's x_c of y - E = (x_c / x)^alpha with alpha = -exponent."""
-    return float(self.coefficient ** (-1.0 / self.exponent))
+    log_scale = -np.log(self.coefficient) / self.exponent
+    return float(np.exp(log_scale)) if log_scale < 700 else float('inf')  # a flat law has no finite scale
 
   def to_json(self) -> dict:
     return dict(variable=self.variable, params=self.params, coefficient=self.coefficient, exponent=self.exponent,
