@@ -1,19 +1,21 @@
 """The CPU scaling sweep: IsoFLOP profiles of tiny byte-level GPTs on the embedded corpus (the Python standard
 library), with the recipe that small models need (gpt_jax.sweep.recipe).
 
-- Shapes: seven widths from the width rule (depth = width // 24, at least 2; heads of at least 16 dimensions):
-  l2-d16 up to l4-d96, 12.8k to 485k parameters.
-- Budgets in real model FLOPs (flops_per_token x tokens, attention and the LM head included): 3e11, 6.5e11,
-  1.4e12 and 3e12, five sizes each (l2-d16 to l2-d64 at the two smaller budgets, l2-d24 to l3-d80 at the two
-  larger), and the verification run of results/prediction.json once that file exists.
-- Recipe: batch 4 x 128 tokens (8 x 128 from width 80), AdamW beta2 0.99, warmup max(150 steps, 5%), cosine to 10%
-  over the run, the learning rate from the rule that `python -m gpt_jax.sweep.lrscan` fits (results/lr_rule.json).
+- Shapes: widths 16, 24, 32, 48, 64 and 80 from the width rule (depth = width // 24, at least 2; heads of at least
+  16 dimensions): l2-d16-h1 (12.8k parameters, FLOP-equivalent N 20k) up to l3-d80-h5 (265k; 323k).
+- Budgets in real model FLOPs (flops_per_token x tokens, attention and the padded LM head included): 6e10, 1.25e11,
+  2.5e11, 5e11, 1e12 and 2e12 (1.5 decades), widths 16-64 at each and 80 at the two largest: 32 runs of seed 0,
+  0.4 to 800 tokens per FLOP-equivalent parameter; and the verification run of results/prediction.json once that
+  file exists.
+- Recipe: batch 4 x 128 tokens (8 x 128 from width 80), AdamW beta2 0.99, warmup max(150 steps, 5%) (at most half
+  the run), cosine to 10% over the run, the learning rate from the rule `python -m gpt_jax.sweep.lrscan` fitted
+  (results/lr_rule.json: widths 16-64 over 2e-3 to 1.6e-2 at 1e11 FLOPs; width 80 gets the rule's rate).
 - One evaluation, at the end, on the whole validation split (3,556 sequences of 128 bytes).
-- A second seed for the two runs nearest each budget's minimum (SECOND_SEED, chosen from the first seed's
-  profiles).
+- A second seed (parameter init; same data order) for the two best sizes of each profile's first seed
+  (SECOND_SEED).
 
-    python -m gpt_jax.sweep.lrscan --sweep=experiments/scaling_laws/sweep_cpu.py
-    python -m gpt_jax.sweep run --sweep=experiments/scaling_laws/sweep_cpu.py
+    python -m gpt_jax.sweep.lrscan --sweep=experiments/scaling_laws/sweep_cpu.py --parallel=2
+    python -m gpt_jax.sweep run --sweep=experiments/scaling_laws/sweep_cpu.py --parallel=2
 """
 
 import json
