@@ -114,8 +114,10 @@ class PowerLaw:
     return -self.exponent
 
   def label(self, y: str = 'L') -> str:
-    """The law as text, in the module's one convention."""
+    """The law as text, in the module's one convention for a loss L; other quantities (N_opt) keep their sign."""
     head = f'{y} = ' + (f'{self.irreducible:.3g} + ' if self.irreducible else '')
+    if y != 'L':
+      return f'{head}{self.coefficient:.3g} {self.variable}^{self.exponent:.3f}'
     return f'{head}{self.coefficient:.3g} {self.variable}^-{self.alpha:.3f}' if self.alpha >= 0 else (
         f'{head}{self.coefficient:.3g} {self.variable}^+{-self.alpha:.3f} (rises)')
 
@@ -125,10 +127,12 @@ class PowerLaw:
     log_scale = -np.log(self.coefficient) / self.exponent
     return float(np.exp(log_scale)) if log_scale < 700 else float('inf')  # a flat law has no finite scale
 
-  def to_json(self) -> dict:
+  def to_json(self, y: str = 'L') -> dict:
+    """y: what the law gives; a loss ('L') also gets alpha and its scale."""
+    loss = dict(alpha=self.alpha, scale=self.scale) if y == 'L' else {}
     return dict(variable=self.variable, params=self.params, coefficient=self.coefficient, exponent=self.exponent,
-                alpha=self.alpha, law=self.label(), irreducible=self.irreducible, r2=self.r2, scale=self.scale,
-                n_points=int(self.residuals.size))
+                law=self.label(y), irreducible=self.irreducible, r2=self.r2, n_points=int(self.residuals.size),
+                **loss)
 
 
 def fit_power_law(x, y, *, irreducible: bool = False, variable: str = 'N', params: str | None = None) -> PowerLaw:
@@ -226,7 +230,7 @@ class FrontierFit:
 
   def to_json(self) -> dict:
     return dict(approach=self.approach, params=self.params, a=self.n_law.exponent, b=self.d_law.exponent,
-                n_law=self.n_law.to_json(), d_law=self.d_law.to_json(),
+                n_law=self.n_law.to_json('N_opt'), d_law=self.d_law.to_json('D_opt'),
                 minima=[dict(flops=float(c), n_opt=float(n), d_opt=float(d), loss=float(l))
                         for c, n, d, l in zip(self.flops, self.n_opt, self.d_opt, self.loss)],
                 bootstrap=self.bootstrap, **self.extra)

@@ -74,7 +74,7 @@ def predict(rows: list[dict]) -> dict:
       predicted_loss=float(law(budget)), predicted_loss_leave_one_budget_out=held_out_range(frontier, budget),
       predicted_loss_pure_power_law=float(scaling.fit_power_law(frontier.flops, frontier.loss, variable='C')(budget)),
       params='flops (flops_per_token / 6)', d_model=shape.d_model, shape=shape.name, run_params_flops=run.params_flops,
-      run_tokens=run.tokens, run_learning_rate=run.learning_rate, n_opt_law=frontier.n_law.to_json(),
+      run_tokens=run.tokens, run_learning_rate=run.learning_rate, n_opt_law=frontier.n_law.to_json('N_opt'),
       loss_law=law.to_json(), minima=frontier.to_json()['minima'], fit_runs=[r['run'] for r in rows],
       written=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'), measured_loss=None)
 
