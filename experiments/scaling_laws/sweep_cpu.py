@@ -29,7 +29,7 @@ RULE = WidthRule(aspect=24, min_head_dim=16, min_layers=2)
 WIDTHS = {budget: (16, 24, 32, 48, 64) for budget in (6e10, 1.25e11, 2.5e11, 5e11)} | {
     budget: (16, 24, 32, 48, 64, 80) for budget in (1e12, 2e12)}
 # budget -> the widths that get seed 1: the two lowest losses of each profile's seed 0
-SECOND_SEED = {6e10: (16, 24), 1.25e11: (16, 24), 2.5e11: (24, 32), 5e11: (24, 32), 1e12: (32, 48)}
+SECOND_SEED = {6e10: (16, 24), 1.25e11: (16, 24), 2.5e11: (24, 32), 5e11: (24, 32), 1e12: (32, 48), 2e12: (48, 64)}
 RECIPE = Recipe(batch_tokens=lambda shape: 512 if shape.d_model < 80 else 1024, b2=0.99, warmup_steps=150,
                 warmup_fraction=0.05, learning_rate=os.path.join(HERE, 'results', 'lr_rule.json'),
                 lr_grid=(2e-3, 4e-3, 8e-3, 1.6e-2), scan_fraction=5 / 3)
