@@ -32,6 +32,14 @@ def _save(fig, directory: str, name: str) -> str:
   return path
 
 
+def _size_ticks(ax, sizes) -> None:
+  """Ticks at the model sizes of a log axis (it spans too little for decade labels), as 20k, 155k."""
+  sizes = sorted(set(sizes))
+  ax.xaxis.set_major_locator(ticker.FixedLocator(sizes))
+  ax.xaxis.set_major_formatter(ticker.FixedFormatter([f'{n / 1e3:.3g}k' for n in sizes]))
+  ax.xaxis.set_minor_locator(ticker.NullLocator())
+
+
 def _size_colours(rows, params: str):
   """(colour of each row by model size on a log scale, the mappable for its colour bar)."""
   n = np.array([float(r[f'params_{params}']) for r in rows])
@@ -77,6 +85,7 @@ def isoflop(directory, rows, fits, params) -> str | None:
       ax.plot(grid, np.polyval(parabolas[budget], np.log(grid)), '-', color=colour, lw=1)
   ax.plot(fit.n_opt, fit.loss, '*', color='black', ms=10, label='parabola minima')
   ax.set(xscale='log', xlabel=f'N ({params})', ylabel=LOSS, title='IsoFLOP profiles (Approach 2)')
+  _size_ticks(ax, [float(r[f'params_{params}']) for r in rows])
   ax.legend(fontsize=7)
   return _save(fig, directory, 'isoflop.png')
 
@@ -117,6 +126,7 @@ def loss_vs_params(directory, rows, fits) -> str:
     ax.plot(grid, law(grid), '-', lw=1, label=f'{law.label()}, R2 {law.r2:.3f}')
   ax.set(xscale='log', xlabel='N (non-embedding parameters)', ylabel=LOSS,
          title='L(N): best run per size with enough tokens per parameter')
+  _size_ticks(ax, n)
   ax.legend(fontsize=7)
   return _save(fig, directory, 'loss_vs_params.png')
 
