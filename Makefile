@@ -39,13 +39,22 @@ $(EXPERIMENTS): $(RUNTIME) requirements-experiments.txt
 	$(VENV)/bin/pip install -q -r requirements-experiments.txt -c constraints.txt
 	touch $(EXPERIMENTS)
 setup-experiments: $(EXPERIMENTS)
+SCALING = experiments/scaling_laws
 experiments-scaling: $(EXPERIMENTS)
-	$(VENV)/bin/python -m gpt_jax.sweep run --sweep=experiments/scaling_laws/sweep_cpu.py
-	$(VENV)/bin/python -m gpt_jax.sweep collect --sweep=experiments/scaling_laws/sweep_cpu.py \
-	  --output=experiments/scaling_laws/results/runs.csv --curves=experiments/scaling_laws/results/curves.csv
-	$(VENV)/bin/python -m experiments.scaling_laws.analyze --table=experiments/scaling_laws/results/runs.csv \
-	  --curves=experiments/scaling_laws/results/curves.csv --output=experiments/scaling_laws/results/results.json \
-	  --plots=experiments/scaling_laws/plots --bootstrap=100 --starts=64 --bootstrap_starts=8
+	test -f $(SCALING)/results/lr_rule.json || \
+	  $(VENV)/bin/python -m gpt_jax.sweep.lrscan --sweep=$(SCALING)/sweep_cpu.py --parallel=2
+	$(VENV)/bin/python -m gpt_jax.sweep run --sweep=$(SCALING)/sweep_cpu.py --parallel=2
+	$(VENV)/bin/python -m gpt_jax.sweep collect --sweep=$(SCALING)/sweep_cpu.py --output=$(SCALING)/results/runs.csv
+	test -f $(SCALING)/results/prediction.json || \
+	  $(VENV)/bin/python -m experiments.scaling_laws.predict --table=$(SCALING)/results/runs.csv \
+	  --output=$(SCALING)/results/prediction.json
+	$(VENV)/bin/python -m gpt_jax.sweep run --sweep=$(SCALING)/sweep_cpu.py --parallel=2
+	$(VENV)/bin/python -m gpt_jax.sweep collect --sweep=$(SCALING)/sweep_cpu.py --output=$(SCALING)/results/runs.csv
+	$(VENV)/bin/python -m experiments.scaling_laws.predict --table=$(SCALING)/results/runs.csv \
+	  --output=$(SCALING)/results/prediction.json --measure
+	$(VENV)/bin/python -m experiments.scaling_laws.analyze --table=$(SCALING)/results/runs.csv \
+	  --output=$(SCALING)/results/results.json --plots=$(SCALING)/plots --bootstrap=100 --bootstrap3=20 --starts=16 \
+	  --bootstrap_starts=4
 experiments-few-shot: $(EXPERIMENTS)
 	$(VENV)/bin/python -m experiments.few_shot.run --table=experiments/scaling_laws/results/runs.csv \
 	  --runs_root=experiments/scaling_laws/runs/cpu --output=experiments/few_shot/results/results.json \

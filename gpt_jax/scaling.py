@@ -11,6 +11,10 @@ the caller's N is) and carries it in its result, because the two counts give dif
   fit_chinchilla       L(N, D) = E + A / N^alpha + B / D^beta: summed Huber loss on log L, L-BFGS from a grid
   compute_optimal      N_opt and D_opt of a Chinchilla fit at C = 6 N D
 
+Sign convention, one for every loss law: y = E + A x^(-alpha), alpha = -exponent, so alpha is positive when the
+loss falls as x grows (Kaplan's alpha_N = 0.076). PowerLaw.alpha and PowerLaw.label() are the only places the sign is
+turned, and results files, plots and READMEs read them. N_opt ~ C^a and D_opt ~ C^b keep their own signs.
+
 Bad input (mismatched lengths, non-positive values, too few runs) is a ValueError of one sentence.
 """
 
@@ -23,7 +27,7 @@ from typing import Callable
 import numpy as np
 from scipy import optimize
 
-PARAM_COUNTS = ('total', 'non_embedding')
+PARAM_COUNTS = ('total', 'non_embedding', 'flops')  # 'flops': flops_per_token / 6, so that C = 6 N D exactly
 HUBER_DELTA = 1e-3  # Hoffmann et al.'s delta for the Huber loss on log L
 # Hoffmann et al.'s grid of L-BFGS starts: alpha, beta in {0, 0.5, ..., 2}, e in {-1, -0.5, ..., 1}, a, b in {0, 5,
 # ..., 25}; 4,500 starts, of which only a few percent reach the optimum on real data.
@@ -90,7 +94,8 @@ def _bootstrap(fit_once: Callable[[np.ndarray], dict], resample: Callable[[np.ra
 class PowerLaw:
   """y = irreducible + coefficient * x ** exponent, fitted by least squares on log y.
 
-  Kaplan's L(N) = (N_c / N)^alpha_N is exponent = -alpha_N and coefficient = N_c^alpha_N (see `scale`).
+  Kaplan's L(N) = (N_c / N)^alpha_N is exponent = -alpha_N and coefficient = N_c^alpha_N (see `scale`); `alpha`
+  is -exponent, positive when y falls.
   """
   variable: str  # what x is: 'N', 'D', 'C'
   params: str | None  # which parameter count N is, when x (or y) involves one
@@ -104,13 +109,30 @@ class PowerLaw:
     return self.irreducible + self.coefficient * np.asarray(x, np.float64) ** self.exponent
 
   @property
+  def alpha(self) -> float:
+    """The decay exponent of y = E + A x^(-alpha): positive when y falls as x grows."""
+    return -self.exponent
+
+  def label(self, y: str = 'L') -> str:
+    """The law as text, in the module's one convention for a loss L; other quantities (N_opt) keep their sign."""
+    head = f'{y} = ' + (f'{self.irreducible:.3g} + ' if self.irreducible else '')
+    if y != 'L':
+      return f'{head}{self.coefficient:.3g} {self.variable}^{self.exponent:.3f}'
+    return f'{head}{self.coefficient:.3g} {self.variable}^-{self.alpha:.3f}' if self.alpha >= 0 else (
+        f'{head}{self.coefficient:.3g} {self.variable}^+{-self.alpha:.3f} (rises)')
+
+  @property
   def scale(self) -> float:
     """Kaplan's x_c of y - E = (x_c / x)^alpha with alpha = -exponent."""
-    return float(self.coefficient ** (-1.0 / self.exponent))
+    log_scale = -np.log(self.coefficient) / self.exponent
+    return float(np.exp(log_scale)) if log_scale < 700 else float('inf')  # a flat law has no finite scale
 
-  def to_json(self) -> dict:
+  def to_json(self, y: str = 'L') -> dict:
+    """y: what the law gives; a loss ('L') also gets alpha and its scale."""
+    loss = dict(alpha=self.alpha, scale=self.scale) if y == 'L' else {}
     return dict(variable=self.variable, params=self.params, coefficient=self.coefficient, exponent=self.exponent,
-                irreducible=self.irreducible, r2=self.r2, scale=self.scale, n_points=int(self.residuals.size))
+                law=self.label(y), irreducible=self.irreducible, r2=self.r2, n_points=int(self.residuals.size),
+                **loss)
 
 
 def fit_power_law(x, y, *, irreducible: bool = False, variable: str = 'N', params: str | None = None) -> PowerLaw:
@@ -208,7 +230,7 @@ class FrontierFit:
 
   def to_json(self) -> dict:
     return dict(approach=self.approach, params=self.params, a=self.n_law.exponent, b=self.d_law.exponent,
-                n_law=self.n_law.to_json(), d_law=self.d_law.to_json(),
+                n_law=self.n_law.to_json('N_opt'), d_law=self.d_law.to_json('D_opt'),
                 minima=[dict(flops=float(c), n_opt=float(n), d_opt=float(d), loss=float(l))
                         for c, n, d, l in zip(self.flops, self.n_opt, self.d_opt, self.loss)],
                 bootstrap=self.bootstrap, **self.extra)
@@ -225,12 +247,14 @@ def _frontier(approach, params, flops, n_opt, d_opt, loss, extra=None) -> Fronti
 
 
 def lower_envelope(flops, losses, n_bins: int) -> np.ndarray:
-  """Indices of the lowest-loss point in each of n_bins log-spaced compute bins (empty bins are skipped)."""
+  """Indices of the lowest-loss point in each of n_bins log-spaced compute bins (empty bins are skipped), keeping
+  only points on the lower envelope: a bin's best point is dropped when another point reached a lower loss with no
+  more compute (a lone poor run in a sparse bin is not compute-optimal)."""
   c, loss = _positive('flops', flops, 2), np.asarray(losses, np.float64)
   edges = np.logspace(np.log10(c.min()), np.log10(c.max()), n_bins + 1)
   which = np.clip(np.searchsorted(edges, c, side='right') - 1, 0, n_bins - 1)
-  return np.array([np.flatnonzero(which == b)[np.argmin(loss[which == b])] for b in range(n_bins)
-                   if np.any(which == b)], np.int64)
+  best = [np.flatnonzero(which == b)[np.argmin(loss[which == b])] for b in range(n_bins) if np.any(which == b)]
+  return np.array([i for i in best if not np.any((loss < loss[i]) & (c <= c[i]))], np.int64)
 
 
 def approach1(n_params, n_tokens, losses, *, runs=None, n_bins: int = 20, params: str = 'total',

@@ -189,3 +189,79 @@ def test_approach3_from_the_best_screened_starts_reaches_the_full_grid_optimum(n
   assert fit.starts == 32
   assert fit.objective == pytest.approx(chinchilla_fit.objective, rel=1e-6)
   assert fit.alpha == pytest.approx(chinchilla_fit.alpha, rel=1e-4)
+
+
+def test_one_sign_convention_alpha_is_positive_when_the_loss_falls():
+  n = np.geomspace(1e4, 1e6, 8)
+  falls = scaling.fit_power_law(n, (8.8e13 / n) ** 0.076, params='non_embedding')
+  rises = scaling.fit_power_law(n, 0.5 * n ** 0.046, params='non_embedding')
+  assert falls.alpha == pytest.approx(0.076) and falls.to_json()['alpha'] == falls.alpha == -falls.exponent
+  assert falls.label() == f'L = {falls.coefficient:.3g} N^-0.076' and falls.to_json()['law'] == falls.label()
+  assert rises.alpha == pytest.approx(-0.046) and rises.label().endswith('N^+0.046 (rises)')
+  with_e = scaling.fit_power_law(n, 1.5 + 30 * n ** -0.3, irreducible=True, variable='C')
+  assert with_e.label().startswith('L = 1.5 + ') and ' C^-0.30' in with_e.label()
+
+
+def test_the_envelope_leaves_out_a_lone_run_above_a_cheaper_better_one():
+  # A run alone in its compute bin (1.25e11, loss 2.935) while a cheaper point already reached 2.6: it is not on
+  # the lower envelope and must not be fitted.
+  flops = np.array([1e10, 9.8e10, 1.25e11, 1.27e11, 4e11, 1e12])
+  losses = np.array([3.2, 2.6, 2.935, 2.535, 2.2, 2.05])
+  assert list(scaling.lower_envelope(flops, losses, n_bins=20)) == [0, 1, 3, 4, 5]
+
+
+def planted_table(path, budgets=(1e11, 2e11, 4e11, 8e11)):
+  """runs.csv of IsoFLOP profiles whose losses follow E + A / N^0.35 + B / D^0.35 (N_opt ~ 3e4 at 1e11)."""
+  import csv
+  rows = []
+  for budget in budgets:
+    centre = 0.232 * (budget / 6) ** 0.5
+    for i, n in enumerate(centre * np.geomspace(0.25, 4, 5)):
+      d = budget / (6 * n)
+      rows.append(dict(run=f'r{i}-c{budget:g}-s0', state='finished', params_total=round(0.8 * n),
+                       params_non_embedding=round(0.5 * n), params_flops=n, tokens=round(d), flops_budget=budget,
+                       flops_model=budget, final_eval_loss=1.0 + 100 / n ** 0.35 + 278 / d ** 0.35, seed=0,
+                       wall_seconds=1.0))
+  with open(path, 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  return rows
+
+
+def test_analyze_and_predict_commands_on_a_planted_sweep(tmp_path):
+  import json
+  import os
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  import importlib.util
+  rows = planted_table(tmp_path / 'runs.csv')
+  plots = importlib.util.find_spec('matplotlib') is not None  # requirements-experiments.txt
+  run = lambda module, *args: subprocess.run(  # noqa: E731
+      [sys.executable, '-m', f'experiments.scaling_laws.{module}', f'--table={tmp_path / "runs.csv"}', *args],
+      capture_output=True, text=True, cwd=repo, timeout=600)
+  done = run('analyze', f'--output={tmp_path / "results.json"}', f'--plots={tmp_path / "plots" if plots else ""}',
+             '--bootstrap=5',
+             '--bootstrap3=0', '--starts=4')
+  assert done.returncode == 0, done.stderr
+  results = json.loads((tmp_path / 'results.json').read_text())
+  assert results['approach2']['a'] == pytest.approx(0.5, abs=0.02) and results['params'] == 'flops'
+  assert results['L(C) minima']['alpha'] > 0 and results['L(C) minima']['law'].startswith('L = ')
+  assert all(not m['best_at_an_end'] for m in results['minima'])
+  assert 'no bootstrap interval of E' in results['skipped']['approach3 extrapolation']
+  if plots:
+    assert sorted(os.listdir(tmp_path / 'plots')) == ['frontier.png', 'isoflop.png', 'loss_vs_compute.png',
+                                                       'loss_vs_params.png']
+  output = tmp_path / 'prediction.json'
+  assert run('predict', f'--output={output}').returncode == 0
+  prediction = json.loads(output.read_text())
+  truth = 1.0 + 100 / prediction['predicted_n'] ** 0.35 + 278 / prediction['predicted_tokens'] ** 0.35
+  assert prediction['budget_flops'] == 2.4e12 and prediction['measured_loss'] is None
+  assert prediction['predicted_n'] == pytest.approx(0.232 * (2.4e12 / 6) ** 0.5, rel=0.05)
+  assert prediction['predicted_loss'] == pytest.approx(truth, abs=0.03)
+  assert prediction['fit_runs'] == [r['run'] for r in rows] and prediction['run'].endswith('-c2.4e12-s0')
+  again = run('predict', f'--output={output}')
+  assert again.returncode == 2 and 'pass --overwrite' in again.stderr and json.loads(output.read_text()) == prediction
+  early = run('predict', f'--output={output}', '--measure')
+  assert early.returncode == 2 and 'is not finished' in early.stderr

@@ -1,24 +1,29 @@
-"""The GPT-3 ladder (Brown et al. 2020, Table 2.1: 125M to 175B) as a sweep for GPU clusters and TPU pods, each
-size with its own batch and learning rate and the Appendix B recipe scaled to the run's token budget: warmup over
-375M tokens, cosine decay to 10% over 260/300 of the budget, the batch ramped from 32k tokens.
+"""The GPT-3 ladder (Brown et al. 2020, Table 2.1: 125M to 175B) as a sweep for GPU clusters and TPU pods, on the
+same recipe machinery as the CPU sweep (gpt_jax.sweep.recipe): each size's batch and learning rate from Table 2.1
+(the learning rate is per size, as in the paper), warmup over 375M tokens (at most half of a short run), cosine
+decay to 10% over 260/300 of the budget, the batch ramped from 32k tokens, and every run's real model FLOPs and
+FLOP-equivalent size recorded.
 
     python -m gpt_jax.sweep slurm --sweep=experiments/scaling_laws/sweep_gpt3.py --output=gpt3.sbatch --nodes=4
     python -m gpt_jax.sweep tpu --sweep=experiments/scaling_laws/sweep_gpt3.py --output=gpt3_tpu.sh \
         --tpu=<name> --zone=<zone>
 
-GPT_JAX_SWEEP_TOKENS (default 300e9, the paper's) sets every size's token budget, so the same ladder runs shorter
-(e.g. 20 tokens per parameter of the largest size kept) without editing the file; GPT_JAX_SWEEP_ROOT sets where the
-workdirs go (storage every worker sees). GPT-3 used GPT-2's 50257-token BPE: pass a tokenizer of that size in
-Sweep.overrides (data.tokenizer) and the corpus in data.source before launching.
+GPT_JAX_SWEEP_TOKENS (default 300e9, the paper's) sets every size's token budget; GPT_JAX_SWEEP_FLOPS (e.g.
+1e20,1e21) instead gives budgets in real model FLOPs (flops_per_token x tokens), each size getting the tokens its
+FLOPs per token allow, the start of IsoFLOP profiles. GPT_JAX_SWEEP_ROOT sets where the workdirs go (storage every
+worker sees). GPT-3 used GPT-2's 50257-token BPE: pass a tokenizer of that size in Sweep.overrides (data.tokenizer)
+and the corpus in data.source before launching.
 """
 
 import os
 
 from gpt_jax import config as gcfg
 from gpt_jax.sweep import Shape, Sweep
+from gpt_jax.sweep.recipe import Recipe
 
 SIZES = ('125m', '350m', '760m', '1.3b', '2.7b', '6.7b', '13b', '175b')
 TOKENS = int(float(os.environ.get('GPT_JAX_SWEEP_TOKENS', '300e9')))
+FLOPS = tuple(float(x) for x in os.environ.get('GPT_JAX_SWEEP_FLOPS', '').split(',') if x)
 
 
 def size_config(size: str):
@@ -27,18 +32,18 @@ def size_config(size: str):
 
 CONFIGS = {size: size_config(size) for size in SIZES}
 BY_SHAPE = {Shape(c.model.n_layers, c.model.d_model, c.model.n_heads, c.model.d_head): c for c in CONFIGS.values()}
+RECIPE = Recipe(batch_tokens=lambda shape: BY_SHAPE[shape].train.batch_tokens, warmup_tokens=375_000_000)
 
 
 def table_2_1(shape: Shape) -> dict:
-  """The row's batch, learning rate and batch-ramp length."""
+  """The row's learning rate and batch-ramp length."""
   c = BY_SHAPE[shape]
-  return {'train.batch_tokens': c.train.batch_tokens, 'optim.peak_lr': c.optim.peak_lr,
-          'optim.ramp_tokens': c.optim.ramp_tokens}
+  return {'optim.peak_lr': c.optim.peak_lr, 'optim.ramp_tokens': c.optim.ramp_tokens}
 
 
 def appendix_b(tokens: int) -> dict:
-  """Warmup 375M tokens (at most 1% of a short run), cosine decay over 260/300 of the budget."""
-  return {'optim.warmup_tokens': min(375_000_000, tokens // 100), 'optim.decay_tokens': tokens * 260 // 300}
+  """Cosine decay over 260/300 of the budget."""
+  return {'optim.decay_tokens': tokens * 260 // 300}
 
 
 def get_sweep():
@@ -47,7 +52,10 @@ def get_sweep():
       config='configs/gpt3.py:125m',
       root=os.environ.get('GPT_JAX_SWEEP_ROOT', 'experiments/scaling_laws/runs/gpt3'),
       shapes=list(BY_SHAPE),
-      tokens=(TOKENS,),
+      tokens=() if FLOPS else (TOKENS,),
+      flops=FLOPS,
+      budget_params='model',
+      recipe=RECIPE,
       per_shape=table_2_1,
       schedule=appendix_b,
   )

@@ -1,4 +1,5 @@
-"""One table of a sweep's results: per run its shape, parameter counts (total and non-embedding), tokens, FLOPs,
+"""One table of a sweep's results: per run its shape, parameter counts (total, non-embedding and FLOP-equivalent
+flops_per_token / 6), recipe (learning rate, batch, warmup, beta2), tokens, FLOPs,
 final and best validation loss and few-shot scores, read from each workdir (config.json, metrics.jsonl, run.json,
 eval/*.json); and the validation-loss curves of every run, the points of Chinchilla's Approach 1."""
 
@@ -18,7 +19,8 @@ from gpt_jax.sweep.spec import Run
 
 COLUMNS = ('run', 'state', 'n_layers', 'd_model', 'n_heads', 'context', 'params_total', 'params_non_embedding',
            'budget_tokens', 'flops_budget', 'tokens', 'flops_6nd', 'flops_model', 'learning_rate', 'seed',
-           'final_train_loss', 'final_eval_loss', 'best_eval_loss', 'wall_seconds', 'device_kind', 'git_commit')
+           'final_train_loss', 'final_eval_loss', 'best_eval_loss', 'wall_seconds', 'device_kind', 'git_commit',
+           'params_flops', 'peak_lr', 'batch_tokens', 'warmup_tokens', 'b2')
 CURVE_COLUMNS = ('run', 'params_total', 'params_non_embedding', 'tokens', 'flops_6nd', 'eval_loss')
 
 
@@ -33,7 +35,9 @@ def row(run: Run) -> dict:
              final_eval_loss=s.eval_loss, best_eval_loss=s.best_eval_loss, wall_seconds=round(s.seconds, 1))
   if os.path.isfile(os.path.join(run.workdir, ckpt.CONFIG_FILE)):
     config = ckpt.load_config(run.workdir)
-    out.update(context=config.model.context, flops_model=flops.flops_per_token(config) * s.tokens)
+    out.update(context=config.model.context, flops_model=flops.flops_per_token(config) * s.tokens,
+               params_flops=flops.flops_per_token(config) / 6, peak_lr=config.optim.peak_lr,
+               batch_tokens=config.train.batch_tokens, warmup_tokens=config.optim.warmup_tokens, b2=config.optim.b2)
   record_path = os.path.join(run.workdir, ckpt.RUN_FILE)
   if os.path.isfile(record_path):
     with open(record_path, encoding='utf-8') as f:

@@ -1,7 +1,8 @@
 """The sweep definition format and its expansion into runs.
 
 A sweep is a Python file with get_sweep() returning a Sweep: a product of model shapes (from a ShapeRule or
-listed), token budgets or FLOP budgets (C = 6 N D), learning rates and seeds over one base config. Each run is a
+listed), token budgets or FLOP budgets (C = 6 N D, or real model FLOPs), learning rates and seeds over one base
+config, with an optional Recipe (gpt_jax.sweep.recipe: batch, beta2, warmup and a fitted learning-rate rule). Each run is a
 workdir under Sweep.root plus the --config.<field> overrides that make it; its token budget is train.total_tokens,
 so a schedule left to the config (optim.warmup_tokens / decay_tokens None) follows it, and a config that fixes
 its own schedule (configs/gpt3.py) must say how it scales through Sweep.schedule. Every run's config is built
@@ -66,8 +67,8 @@ class Sweep:
   root: str  # directory holding one workdir per run
   shapes: Sequence[Shape]
   tokens: Sequence[int] = ()  # token budgets; or
-  flops: Sequence[float] = ()  # FLOP budgets, C = 6 N D with N counted as budget_params
-  budget_params: str = 'total'  # 'total' or 'non_embedding'
+  flops: Sequence[float] = ()  # FLOP budgets: C = 6 N D with N counted as budget_params, or model FLOPs
+  budget_params: str = 'total'  # 'total', 'non_embedding', or 'model' (C = flops.flops_per_token x D)
   learning_rates: Sequence[float] | Callable[[Shape], float] = ()  # () keeps the config's optim.peak_lr
   seeds: Sequence[int] = (0,)
   overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # --config.<key> for every run
@@ -75,6 +76,7 @@ class Sweep:
   schedule: Callable[[int], Mapping[str, Any]] | None = None  # overrides that follow a run's token budget
   evals_per_run: int = 0  # sets train.eval_every so each run evaluates this often (0: the config's eval_every)
   keep: Callable[['Run'], bool] | None = None  # drops runs (e.g. tokens per parameter far from the frontier)
+  recipe: Any = None  # a gpt_jax.sweep.recipe.Recipe: batch and beta2 per shape, warmup per run, LR rule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +93,7 @@ class Run:
   seed: int
   params_total: int
   params_non_embedding: int
+  params_flops: float  # the FLOP-equivalent size flops_per_token / 6, so that model FLOPs = 6 params_flops tokens
 
   def command(self, python: str = 'python') -> list[str]:
     """The training command: the same entry point on a laptop, a SLURM node or a TPU worker."""
@@ -158,7 +161,7 @@ def expand(sweep: Sweep) -> list[Run]:
     rates = ([sweep.learning_rates(shape)] if callable(sweep.learning_rates) else list(sweep.learning_rates)
              ) or [None]
     for lr in rates:
-      run = _make_run(sweep, shape, budget, lr, seed)
+      run = make_run(sweep, shape, budget, lr, seed)
       if sweep.keep is None or sweep.keep(run):
         runs.append(run)
   names = [r.name for r in runs]
@@ -181,8 +184,9 @@ def _check_fields(sweep: Sweep) -> None:
   if not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) and b > 0
              for b in budgets):
     raise ConfigError(f'{where}: budgets must be positive numbers; got {budgets}.')
-  if sweep.budget_params not in ('total', 'non_embedding'):
-    raise ConfigError(f'{where}: budget_params={sweep.budget_params!r} must be \'total\' or \'non_embedding\'.')
+  if sweep.budget_params not in ('total', 'non_embedding', 'model'):
+    raise ConfigError(f'{where}: budget_params={sweep.budget_params!r} must be \'total\', \'non_embedding\' or '
+                      f'\'model\'.')
   if not sweep.seeds or not all(isinstance(s, int) and s >= 0 for s in sweep.seeds):
     raise ConfigError(f'{where}: seeds must be a non-empty list of integers >= 0; got {list(sweep.seeds)}.')
   if not callable(sweep.learning_rates) and not all(
@@ -190,6 +194,8 @@ def _check_fields(sweep: Sweep) -> None:
     raise ConfigError(f'{where}: learning_rates must be positive numbers or a function of the Shape.')
   if not isinstance(sweep.evals_per_run, int) or sweep.evals_per_run < 0:
     raise ConfigError(f'{where}: evals_per_run={sweep.evals_per_run!r} must be an integer >= 0.')
+  if sweep.recipe is not None:
+    sweep.recipe.check(where)
 
 
 def _budget_tag(sweep: Sweep, budget: float) -> str:
@@ -198,20 +204,26 @@ def _budget_tag(sweep: Sweep, budget: float) -> str:
   return ('c' if sweep.flops else 't') + f'{budget:.3g}'.replace('+', '')
 
 
-def _make_run(sweep: Sweep, shape: Shape, budget: float, lr: float | None, seed: int) -> Run:
+def make_run(sweep: Sweep, shape: Shape, budget: float, lr: float | None, seed: int) -> Run:
   name = f'{shape.name}-{_budget_tag(sweep, budget)}' + (f'-lr{lr:g}' if lr else '') + f'-s{seed}'
   where = f'sweep {sweep.name!r}, run {name}'
-  base = (dict(sweep.overrides) | shape.overrides() | dict(sweep.per_shape(shape) if sweep.per_shape else {})
+  recipe = sweep.recipe
+  base = (dict(sweep.overrides) | shape.overrides() | (recipe.per_shape(shape) if recipe else {})
+          | dict(sweep.per_shape(shape) if sweep.per_shape else {})
           | ({'optim.peak_lr': float(lr)} if lr else {}) | {'train.seed': seed})
   config = _config(sweep, base, where)
-  counts = flops.count_params(config)
+  counts = flops.count_params(config) | {'model': flops.flops_per_token(config) / 6}
+  rule = recipe.rule() if recipe and not lr else None
+  if rule:
+    base['optim.peak_lr'] = rule(counts['model'])
   batch = config.train.batch_tokens
   wanted = budget / (6 * counts[sweep.budget_params]) if sweep.flops else budget
   tokens = int(wanted // batch) * batch
   if tokens < batch:
     raise ConfigError(f'{where}: a budget of {budget:.3g} {"FLOPs" if sweep.flops else "tokens"} is less than one '
                       f'batch of {batch} tokens: raise the budget or drop the shape (or filter it with keep=).')
-  overrides = base | {'train.total_tokens': tokens} | dict(sweep.schedule(tokens) if sweep.schedule else {})
+  overrides = (base | {'train.total_tokens': tokens} | (recipe.schedule(tokens, batch) if recipe else {})
+               | dict(sweep.schedule(tokens) if sweep.schedule else {}))
   if sweep.evals_per_run:
     overrides['train.eval_every'] = max(1, tokens // batch // sweep.evals_per_run)
   config = _config(sweep, overrides, where)
@@ -220,7 +232,7 @@ def _make_run(sweep: Sweep, shape: Shape, budget: float, lr: float | None, seed:
                       f'of {tokens} tokens: leave it to the config (None) or scale it in Sweep.schedule.')
   return Run(name, os.path.join(sweep.root, name), sweep.config, overrides, shape, tokens,
              float(budget) if sweep.flops else None, float(config.optim.peak_lr), seed, counts['total'],
-             counts['non_embedding'])
+             counts['non_embedding'], counts['model'])
 
 
 def _config(sweep: Sweep, overrides: dict, where: str):
