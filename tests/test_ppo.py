@@ -15,9 +15,12 @@ from gpt_jax import config as gcfg
 from gpt_jax import losses
 from gpt_jax import model as gm
 from gpt_jax import sharding as gs
+from gpt_jax.data import pipeline
 from gpt_jax.data.tokenizer import ByteTokenizer
 from gpt_jax.heads import RewardModel
+from gpt_jax import loop
 from gpt_jax.rlhf import ppo
+from gpt_jax.rlhf import ppo_update
 
 EOS, PAD = 256, 257
 # EOS at t = 0, mid-row, in the last slot, and none.
@@ -26,25 +29,25 @@ DONE = np.array([[0, 1, 1, 1, 1], [0, 0, 0, 1, 1], [0, 0, 0, 0, 0], [0, 0, 0, 0,
 
 
 def test_episode_ends_and_the_score_lands_on_eos():
-  mask, last, has_eos = ppo.episode_ends(jnp.array(TOKENS), jnp.array(DONE), EOS)
+  mask, last, has_eos = ppo_update.episode_ends(jnp.array(TOKENS), jnp.array(DONE), EOS)
   assert last.tolist() == [0, 2, 4, 4] and has_eos.tolist() == [True, True, True, False]
   assert mask.sum(1).tolist() == [1, 3, 5, 5]
   score = jnp.array([1.0, 2.0, 3.0, 4.0])
-  rewards = ppo.shaped_rewards(jnp.zeros((4, 5)), jnp.zeros((4, 5)), mask, last, score, 0.1)
+  rewards = ppo_update.shaped_rewards(jnp.zeros((4, 5)), jnp.zeros((4, 5)), mask, last, score, 0.1)
   for row, (t, s) in enumerate(zip([0, 2, 4, 4], [1, 2, 3, 4])):
     expected = np.zeros(5)
     expected[t] = s
     np.testing.assert_array_equal(rewards[row], expected)
-  kl = ppo.shaped_rewards(jnp.full((4, 5), 0.5), jnp.zeros((4, 5)), mask, last, jnp.zeros(4), 0.1)
+  kl = ppo_update.shaped_rewards(jnp.full((4, 5), 0.5), jnp.zeros((4, 5)), mask, last, jnp.zeros(4), 0.1)
   np.testing.assert_allclose(kl, -0.05 * np.asarray(mask), rtol=1e-6)
 
 
 def test_gae_by_reverse_scan_equals_a_python_loop():
   rng = np.random.default_rng(0)
   rewards, values = rng.normal(size=(4, 5)).astype(np.float32), rng.normal(size=(4, 5)).astype(np.float32)
-  mask = np.asarray(ppo.episode_ends(jnp.array(TOKENS), jnp.array(DONE), EOS)[0])
+  mask = np.asarray(ppo_update.episode_ends(jnp.array(TOKENS), jnp.array(DONE), EOS)[0])
   gamma, lam = 0.9, 0.8
-  advantages, returns = ppo.gae(jnp.array(rewards), jnp.array(values * mask), jnp.array(mask), gamma, lam)
+  advantages, returns = ppo_update.gae(jnp.array(rewards), jnp.array(values * mask), jnp.array(mask), gamma, lam)
   for b in range(4):
     n = int(mask[b].sum())
     expected, running = np.zeros(5), 0.0
@@ -60,11 +63,11 @@ def test_whiten_uses_the_masked_mean_and_unbiased_variance():
   x = jnp.array([[1.0, 2.0, 3.0, 100.0], [4.0, 5.0, -7.0, 9.0]])
   mask = jnp.array([[1, 1, 1, 0], [1, 1, 0, 0]])
   values = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
-  out = ppo.whiten(x, mask)
+  out = ppo_update.whiten(x, mask)
   np.testing.assert_allclose(out[mask > 0], (values - values.mean()) / np.sqrt(values.var(ddof=1) + 1e-8),
                              rtol=1e-5)
   assert out[0, 3] == 0 and out[1, 2] == 0
-  np.testing.assert_allclose(ppo.whiten(x, mask, shift_mean=False)[mask > 0], np.asarray(out[mask > 0]) + 3.0,
+  np.testing.assert_allclose(ppo_update.whiten(x, mask, shift_mean=False)[mask > 0], np.asarray(out[mask > 0]) + 3.0,
                              rtol=1e-5)
 
 
@@ -92,23 +95,22 @@ def _config(runs, **overrides):
 
 
 def _one_update(config, mesh_overrides=None):
-  """(params after one update, metrics, rollout, frozen, config) on the config's mesh with mesh_overrides, or on
-  one device (mesh_overrides='single')."""
+  """(params after one update, metrics, rollout samples, frozen, config) on the config's mesh with
+  mesh_overrides, or on one device (mesh_overrides='single')."""
   if mesh_overrides == 'single':
     mesh = gs.single_device_mesh()
   else:
     config = config.copy_and_resolve_references()
     config.mesh.update(mesh_overrides or {})
     mesh = gs.make_mesh(config.mesh)
-  task, data = ppo.build_task(config)
-  p = ppo.loop.plan(config, task, mesh)
-  state = ppo.loop.setup(config, task, mesh, None, p)
-  frozen = ppo.frozen_params(config, mesh)
-  update = ppo._update_fn(config, p, frozen, (data.tokenizer.eot_id, data.tokenizer.pad_id))
+  run = ppo.Run(config)
+  p = loop.plan(config, run.task, mesh)
+  state = loop.setup(config, run.task, mesh, None, p)
+  update = run._make_update(p)
   with gs.activation_context(mesh):
-    batch = ppo._batch(config, task.train_stream, mesh)
-    params, _, metrics, ro = update(state.params, state.train_state, frozen, batch, jnp.float32(0.05))
-  return jax.device_get(params), jax.device_get(metrics), ro, frozen, config
+    batch = pipeline.make_global_batch(run.streams.next_batch(16), gs.batch_sharding(mesh))
+    params, _, metrics = update(state.params, state.train_state, batch)
+  return jax.device_get(params), jax.device_get(metrics), run.samples, run.frozen, config
 
 
 def test_step_0_identities_rollout_logprobs_and_8_devices_equal_one(runs):
@@ -119,8 +121,8 @@ def test_step_0_identities_rollout_logprobs_and_8_devices_equal_one(runs):
   assert metrics['first_minibatch/ratio'] == pytest.approx(1.0, abs=1e-6)
   assert metrics['first_minibatch/approx_kl'] == pytest.approx(0.0, abs=1e-9)
   assert metrics['kl'] == pytest.approx(0.0, abs=1e-5)  # the policy is its reference before the update
-  logits = ppo.response_logits(gm.GPTLM(config.model), frozen['ref'], ro.sequences, ro.lengths,
-                               config.rlhf.response_tokens, config.rlhf.temperature)
+  logits = ppo_update.response_logits(gm.GPTLM(config.model), frozen.ref, ro.sequences, ro.lengths,
+                                      config.rlhf.response_tokens, config.rlhf.temperature)
   full = losses.token_logprobs(logits, ro.response) * ro.mask
   np.testing.assert_allclose(ro.logprobs, full, atol=2e-5)
   prompt = ByteTokenizer().decode(ro.sequences[0, :ro.lengths[0]].tolist())
@@ -140,11 +142,11 @@ def test_resumed_run_equals_uninterrupted(runs, tmp_path):
   workdir = tmp_path / 'run'
   ends = []
   for attempt in range(2):
-    task, data = ppo.build_task(config)
-    assert ppo.run(config, str(workdir), task, data.tokenizer) == 'finished'
-    abstract = ppo.loop.plan(config, task, gs.make_mesh(config.mesh)).abstract_params
+    run = ppo.Run(config)
+    assert run.train(str(workdir)).stopped == 'finished'
+    abstract = loop.plan(config, run.task, gs.make_mesh(config.mesh)).abstract_params
     params, step = ckpt.load_for_inference(str(workdir), abstract)
-    ends.append((jax.device_get(params), task.train_stream.kl_coef))
+    ends.append((jax.device_get(params), run.streams.kl_coef))
     assert step == 2
     if not attempt:
       shutil.rmtree(workdir / 'checkpoints' / '2')
