@@ -3,7 +3,9 @@ KL 0 against itself), rollout log-probs against a full forward pass, 8 devices =
 the one-sentence config errors."""
 
 import json
+import os
 import shutil
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -165,3 +167,107 @@ def test_bad_ppo_config_is_one_sentence(runs, overrides, message):
   with pytest.raises(gcfg.ConfigError) as error:
     _config(runs, **overrides)
   assert message in str(error.value) and '\n' not in str(error.value)
+
+
+def test_explained_variance_counts_valid_tokens_only():
+  rng = np.random.default_rng(0)
+  mask = np.asarray(ppo_update.episode_ends(jnp.array(TOKENS), jnp.array(DONE), EOS)[0])
+  returns, values = (rng.normal(size=(4, 5)).astype(np.float32) * mask for _ in range(2))
+  zeros = jnp.zeros((4, 5))
+  rollout = ppo_update.Rollout(None, None, None, jnp.array(mask), zeros, zeros, jnp.array(values), zeros,
+                               jnp.array(returns), jnp.zeros(4), jnp.ones(4, bool))
+  valid = mask > 0
+  expected = 1 - np.var((returns - values)[valid]) / np.var(returns[valid])
+  got = ppo_update.rollout_metrics(rollout, 0.1)['explained_variance']
+  assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_clip_fractions_count_the_tokens_where_the_clipped_branch_is_taken():
+  """lm-human-preferences: pg_clipfrac = mean(pg_losses2 > pg_losses), vf_clipfrac = mean(vf_losses2 >
+  vf_losses1); a ratio outside 1 +- eps whose clipped loss is the smaller one is not counted."""
+  advantages = jnp.array([[1.0, 1.0, -1.0, -1.0, 1.0]])
+  ratio = jnp.array([[1.5, 0.5, 1.5, 0.5, 1.1]])  # all outside 1 +- 0.2; the clipped branch is taken at t = 0, 3
+  mask = jnp.array([[1.0, 1.0, 1.0, 1.0, 0.0]])
+  loss, clip_frac = ppo_update.policy_objective(advantages, ratio, 0.2, mask)
+  assert clip_frac == pytest.approx(0.5) and loss == pytest.approx((-1.2 - 0.5 + 1.5 + 0.8) / 4)
+  old, returns = jnp.zeros((1, 5)), jnp.array([[1.0, 1.0, -1.0, 0.0, 0.0]])
+  values = jnp.array([[0.5, 2.0, -0.5, 0.5, 0.5]])  # all moved past +-0.2; clipped is worse at t = 0 and 2 only
+  loss, value_clip_frac = ppo_update.value_objective(values, old, returns, 0.2, mask)
+  assert value_clip_frac == pytest.approx(0.5)
+  assert loss == pytest.approx(0.5 * (0.64 + 1.0 + 0.64 + 0.25) / 4)
+
+
+def test_value_from_reward_starts_at_the_normalised_score_and_ptx_keeps_segments(runs):
+  """value_from=reward: the value at the last token equals gain * reward + bias (the normalisation measured on
+  the SFT policy's own samples, recorded with PPO's sampling settings); PPO-ptx rows keep positions and segment
+  ids, and the ptx term equals the LM loss with them."""
+  config = _config(runs, **{'rlhf.value_from': 'reward', 'rlhf.ptx_source': 'stdlib', 'rlhf.ptx_rows': 8,
+                            'data.segment_ids': True})
+  run = ppo.Run(config)
+  mesh = gs.make_mesh(config.mesh)
+  p = loop.plan(config, run.task, mesh)
+  params = loop.setup(config, run.task, mesh, None, p).params
+  norm = run.streams.reward_norm
+  assert (norm['temperature'], norm['response_tokens']) == (config.rlhf.temperature, config.rlhf.response_tokens)
+  assert norm['gain'] != 2.0 and run.record['reward_norm'] == norm  # not reward_norm.json's, and in run.json
+  tokens = jnp.array([[5, 6, 7, 8, 9, 10]])
+  models = ppo_update.models_of(config)
+  raw = models.reward.apply({'params': run.frozen.reward}, tokens)
+  value = models.value.apply({'params': params['value']}, tokens)[:, -1]
+  np.testing.assert_allclose(value, norm['gain'] * raw + norm['bias'], rtol=1e-4, atol=1e-5)
+  ptx = jax.tree.map(lambda x: x[0, 0], run._ptx_rows(mesh))
+  assert {'positions', 'segment_ids'} <= set(ptx)
+  half = ptx['inputs'].shape[1] // 2  # each row packed as two documents
+  ptx.update(segment_ids=jnp.where(jnp.arange(2 * half) < half, 1, 2)[None].repeat(8, 0),
+             positions=(jnp.arange(2 * half) % half)[None].repeat(8, 0))
+  steps, zeros = config.rlhf.response_tokens, jnp.zeros((8, config.rlhf.response_tokens))
+  mb = ppo_update.Rollout(ptx['inputs'], jnp.full(8, 20), ptx['inputs'][:, 20:20 + steps], jnp.ones((8, steps)),
+                          zeros, zeros, zeros, zeros, zeros, jnp.zeros(8), jnp.ones(8, bool))
+  with gs.activation_context(mesh):
+    _, metrics = ppo_update.minibatch_loss(config, models, params, mb, ptx)
+    loss_sum, weight, _ = losses.lm_loss_fn(config)(params['policy'], ptx, jax.random.key(0), False, None)
+    unsegmented, _, _ = losses.lm_loss_fn(config)(params['policy'], {k: ptx[k] for k in ('inputs', 'targets')},
+                                                  jax.random.key(0), False, None)
+  assert metrics['ptx_loss'] == pytest.approx(float(loss_sum / weight), rel=1e-6)
+  assert float(unsegmented / weight) != pytest.approx(float(loss_sum / weight), rel=1e-6)
+
+
+def test_non_finite_updates_are_skipped_then_stop_and_nothing_non_finite_is_kept(runs, tmp_path, capsys):
+  config = _config(runs, **{'optim.peak_lr': 1e38, 'train.max_consecutive_skips': 6, 'train.log_every': 1,
+                            'train.total_tokens': 4 * 16 * 48, 'rlhf.kl_target': 1.0, 'rlhf.kl_horizon': 100})
+  status, result = ppo.train(config, str(tmp_path))
+  assert status == 2 and result is None
+  assert '6 consecutive steps had a non-finite loss or gradient' in capsys.readouterr().err
+  assert not (tmp_path / 'policy').exists()
+  # Update 1 applied its first minibatch step (finite, huge); every later step was skipped; update 2 stopped the
+  # run before its save.
+  assert os.listdir(tmp_path / 'checkpoints') == ['1']
+  abstract = loop.plan(config, ppo.Run(config).task, gs.make_mesh(config.mesh)).abstract_params
+  params, _ = ckpt.load_for_inference(str(tmp_path), abstract)
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+  assert np.isfinite(json.loads((tmp_path / 'checkpoints' / '1' / 'data' / 'metadata').read_text())['kl_coef'])
+
+
+class _SigtermAt:
+  """Streams that send this process SIGTERM when the prompts of update `n` are drawn."""
+
+  def __init__(self, streams, n):
+    self.streams, self.n, self.calls = streams, n, 0
+
+  def next_batch(self, rows):
+    self.calls += 1
+    if self.calls == self.n:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return self.streams.next_batch(rows)
+
+  def __getattr__(self, name):
+    return getattr(self.streams, name)
+
+
+def test_sigterm_during_the_last_update_saves_it_and_exits_cleanly(runs, tmp_path):
+  config = _config(runs, **{'train.total_tokens': 3 * 16 * 48, 'checkpoint.every_steps': 2})
+  run = ppo.Run(config)
+  run.task.train_stream = _SigtermAt(run.streams, 3)
+  result = run.train(str(tmp_path))
+  assert result.stopped == 'preempted' and result.step == 3
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2', '3']

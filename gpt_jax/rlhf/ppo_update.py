@@ -197,29 +197,37 @@ def rollout(config, models: Models, params, frozen: Frozen, batch, kl_coef, rng,
 # ---------------------------------------------------------------------------------------------------------------
 # Loss and update.
 
+def policy_objective(advantages, ratio, clip: float, mask):
+  """(PPO's clipped policy loss, clip_frac): the token mean of max(-A r, -A clip(r, 1 +- eps)); clip_frac counts
+  the tokens where the clipped branch is the one taken, as lm-human-preferences and TRL do."""
+  losses_, clipped = -advantages * ratio, -advantages * jnp.clip(ratio, 1 - clip, 1 + clip)
+  return masked_mean(jnp.maximum(losses_, clipped), mask), masked_mean((clipped > losses_).astype(jnp.float32), mask)
+
+
+def value_objective(values, old_values, returns, clip: float, mask):
+  """(the clipped value loss, value_clip_frac): 0.5 x the token mean of max((V - R)^2, (V_clipped - R)^2), V
+  clipped to old V +- clip; value_clip_frac counts the tokens where the clipped branch is taken."""
+  clipped_values = old_values + jnp.clip(values - old_values, -clip, clip)
+  losses_, clipped = jnp.square(values - returns), jnp.square(clipped_values - returns)
+  return (0.5 * masked_mean(jnp.maximum(losses_, clipped), mask),
+          masked_mean((clipped > losses_).astype(jnp.float32), mask))
+
+
 def minibatch_loss(config, models: Models, params, mb: Rollout, ptx):
-  """(PPO loss (+ ptx), metrics) of one minibatch of episodes, InstructGPT/LHP's clipped objectives; clip_frac
-  and value_clip_frac count the tokens where the clipped branch is the one taken (LHP, TRL)."""
+  """(PPO loss (+ ptx), metrics) of one minibatch of episodes, InstructGPT/LHP's clipped objectives."""
   rl, steps = config.rlhf, mb.response.shape[1]
   logits = response_logits(models.policy, params['policy'], mb.sequences, mb.lengths, steps, rl.temperature)
   logprobs = losses.token_logprobs(logits, mb.response)
   values = response_values(models.value, params['value'], mb.sequences, mb.lengths, steps)
   log_ratio = (logprobs - mb.logprobs) * mb.mask
   ratio = jnp.exp(log_ratio)
-  policy_losses = -mb.advantages * ratio
-  clipped_policy_losses = -mb.advantages * jnp.clip(ratio, 1 - rl.clip, 1 + rl.clip)
-  policy_loss = masked_mean(jnp.maximum(policy_losses, clipped_policy_losses), mb.mask)
-  clipped_values = mb.values + jnp.clip(values - mb.values, -rl.value_clip, rl.value_clip)
-  value_losses = jnp.square(values - mb.returns)
-  clipped_value_losses = jnp.square(clipped_values - mb.returns)
-  value_loss = 0.5 * masked_mean(jnp.maximum(value_losses, clipped_value_losses), mb.mask)
+  policy_loss, clip_frac = policy_objective(mb.advantages, ratio, rl.clip, mb.mask)
+  value_loss, value_clip_frac = value_objective(values, mb.values, mb.returns, rl.value_clip, mb.mask)
   loss = policy_loss + rl.value_coef * value_loss
   entropy = -jnp.sum(jax.nn.softmax(logits, axis=-1) * jax.nn.log_softmax(logits, axis=-1), axis=-1)
   metrics = dict(policy_loss=policy_loss, value_loss=value_loss, ratio=masked_mean(ratio, mb.mask),
-                 approx_kl=0.5 * masked_mean(jnp.square(log_ratio), mb.mask),
-                 clip_frac=masked_mean((clipped_policy_losses > policy_losses).astype(jnp.float32), mb.mask),
-                 value_clip_frac=masked_mean((clipped_value_losses > value_losses).astype(jnp.float32), mb.mask),
-                 entropy=masked_mean(entropy, mb.mask))
+                 approx_kl=0.5 * masked_mean(jnp.square(log_ratio), mb.mask), clip_frac=clip_frac,
+                 value_clip_frac=value_clip_frac, entropy=masked_mean(entropy, mb.mask))
   if ptx is not None:
     ptx_sum, ptx_weight, _ = losses.lm_loss_fn(config)(params['policy'], ptx, jax.random.key(0), False, None)
     metrics['ptx_loss'] = ptx_sum / jnp.maximum(ptx_weight, 1.0)
