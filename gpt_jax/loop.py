@@ -122,8 +122,8 @@ class State:
 @dataclasses.dataclass
 class Result:
   """What train() returns: the final params, the last logged metrics (with eval_* when evaluated), the step they
-  belong to and why it stopped: 'finished' (the token budget is spent), 'preempted' (SIGTERM) or 'interrupted' (Ctrl-C); a checkpoint
-  of the last step was saved in every case."""
+  belong to and why it stopped: 'finished' (the token budget is spent), 'preempted' (SIGTERM) or 'interrupted'
+  (Ctrl-C); a checkpoint of the last step was saved in every case."""
   params: Any
   metrics: dict
   stopped: str
@@ -467,7 +467,8 @@ def _evaluate_and_write(p: Plan, params, task: Task, writer, step: int, tokens: 
 
 
 def evaluate(eval_fn, params, task: Task, mesh) -> dict:
-  """Loss, perplexity (of an LM loss), the loss function's extra metrics and task.eval_extra's over task.eval_batches()."""
+  """Loss, perplexity (of an LM loss), the loss function's extra metrics and task.eval_extra's over
+  task.eval_batches()."""
   totals = None
   for local in task.eval_batches():
     batch = pipeline.make_global_batch(local, gs.batch_sharding(mesh))

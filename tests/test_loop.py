@@ -404,3 +404,12 @@ def test_a_corrupted_checkpoint_is_reported_in_one_line_with_details_in_a_log(da
     loop.train(config, workdir, train_lib.build_task(config))
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == before
 
+
+
+@pytest.mark.parametrize('lm_loss', [True, False])
+def test_perplexity_is_reported_for_a_language_modelling_loss_only(lm_loss):
+  mesh = gs.single_device_mesh()
+  task = loop.Task(module=None, loss_fn=None, train_stream=None, tokens_per_row=1, flops_per_row=1.0,
+                   eval_batches=lambda: [{'x': np.zeros((2, 1), np.int32)}], lm_loss=lm_loss)
+  result = loop.evaluate(lambda params, batch, frozen: (np.float32(1.5), np.float32(1.0), {}), None, task, mesh)
+  assert ('perplexity' in result) == lm_loss and result['loss'] == 1.5

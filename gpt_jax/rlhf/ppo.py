@@ -188,6 +188,8 @@ class Run:
     norm = self.streams.reward_norm = self._measure_reward_norm(mesh)
     self.record['reward_norm'] = norm
     if jax.process_index() == 0:
+      print(f'initialised the policy from {config.rlhf.policy_from}, the value from the '
+            f'{"reward model" if config.rlhf.value_from == "reward" else "policy"}', flush=True)
       print(f'reward normalisation: gain {norm["gain"]:.4g}, bias {norm["bias"]:.4g} over {norm["samples"]} '
             f'responses of {config.rlhf.policy_from} (temperature {norm["temperature"]}, '
             f'{norm["response_tokens"]} tokens)', flush=True)
@@ -261,6 +263,10 @@ class Run:
 def train(config, workdir: str) -> tuple[int, loop.Result | None]:
   """(exit status, the loop's Result or None): a PPO run in workdir, its policy exported when it finishes."""
   run = Run(config)
+  if jax.process_index() == 0:
+    counts = ', '.join(f'{v} {k.replace("_", " ")}' for k, v in sorted(run.data.counts.items()))
+    print(f'data: {run.streams.prompts.n} prompts of {run.data.format} records ({counts or "nothing cut"}); '
+          f'{episodes_per_update(config)} episodes per update', flush=True)
   try:
     result = run.train(workdir)
   except loop.TrainingStopped as error:
