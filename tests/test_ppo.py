@@ -14,15 +14,16 @@ import pytest
 
 from gpt_jax import checkpoint as ckpt
 from gpt_jax import config as gcfg
+from gpt_jax import loop
 from gpt_jax import losses
 from gpt_jax import model as gm
 from gpt_jax import sharding as gs
 from gpt_jax.data import pipeline
 from gpt_jax.data.tokenizer import ByteTokenizer
 from gpt_jax.heads import RewardModel
-from gpt_jax import loop
 from gpt_jax.rlhf import ppo
 from gpt_jax.rlhf import ppo_update
+from tests.helpers import SignalAt
 
 EOS, PAD = 256, 257
 # EOS at t = 0, mid-row, in the last slot, and none.
@@ -248,26 +249,10 @@ def test_non_finite_updates_are_skipped_then_stop_and_nothing_non_finite_is_kept
   assert np.isfinite(json.loads((tmp_path / 'checkpoints' / '1' / 'data' / 'metadata').read_text())['kl_coef'])
 
 
-class _SigtermAt:
-  """Streams that send this process SIGTERM when the prompts of update `n` are drawn."""
-
-  def __init__(self, streams, n):
-    self.streams, self.n, self.calls = streams, n, 0
-
-  def next_batch(self, rows):
-    self.calls += 1
-    if self.calls == self.n:
-      os.kill(os.getpid(), signal.SIGTERM)
-    return self.streams.next_batch(rows)
-
-  def __getattr__(self, name):
-    return getattr(self.streams, name)
-
-
 def test_sigterm_during_the_last_update_saves_it_and_exits_cleanly(runs, tmp_path):
   config = _config(runs, **{'train.total_tokens': 3 * 16 * 48, 'checkpoint.every_steps': 2})
   run = ppo.Run(config)
-  run.task.train_stream = _SigtermAt(run.streams, 3)
+  run.task.train_stream = SignalAt(run.streams, 3, signal.SIGTERM)
   result = run.train(str(tmp_path))
   assert result.stopped == 'preempted' and result.step == 3
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2', '3']
