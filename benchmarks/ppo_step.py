@@ -5,7 +5,7 @@
 Both sides: a GPT-2-shaped policy, reference, reward model and value model (4 layers, d_model 256, 4 heads,
 vocabulary 8192, no dropout, float32 on the CPU's cores), 32 episodes per update of a 64-token prompt and 32
 sampled tokens (temperature 1), 4 PPO epochs x 4 minibatches, fixed KL coefficient 0.05. gpt_jax runs
-ppo.make_update jitted (rollout with the KV cache, scoring, GAE, the 16 optimizer steps: one program); TRL 1.12
+ppo_update.make_update jitted (rollout with the KV cache, scoring, GAE, the 16 optimizer steps: one program); TRL 1.12
 runs PPOTrainer.train (transformers generate, then Python loops). A side's update time is measured without its
 set-up: TRL as (time of train() with 2k updates - time with k) / k, gpt_jax as the median of k timed updates after
 one compiled warm-up. Rounds alternate the sides; each prints episodes/s of both and the ratio, the last line the
@@ -40,7 +40,7 @@ class JaxSide:
     from gpt_jax import model as gm
     from gpt_jax import sharding as gs
     from gpt_jax.heads import PolicyValue, RewardModel
-    from gpt_jax.rlhf import ppo
+    from gpt_jax.rlhf import ppo_update
     c = gcfg.default_config()
     context = S['prompt'] + S['response']
     c.model.update(n_layers=S['n_layers'], d_model=S['d_model'], n_heads=S['n_heads'], vocab_size=S['vocab'],
@@ -59,8 +59,9 @@ class JaxSide:
     with gs.activation_context(mesh):
       lm = gm.init_params(gm.GPTLM(config.model), jax.random.key(1))
       rm = gm.init_params(RewardModel(config.model), jax.random.key(2))
-    self.frozen = dict(ref=lm, reward=rm, gain=jnp.float32(1.0), bias=jnp.float32(0.0))
-    self.update = ppo._update_fn(config, p, self.frozen, (S['vocab'] - 2, S['vocab'] - 1))
+    self.frozen = ppo_update.Frozen(lm, rm, jnp.float32(1.0), jnp.float32(0.0))
+    ids = ppo_update.TokenIds(S['vocab'] - 2, S['vocab'] - 1)
+    self.update = jax.jit(ppo_update.make_update(config, p.optimizer, ids), donate_argnums=(0, 1))
     rng = np.random.default_rng(0)
     self.batch = dict(prompts=jnp.asarray(rng.integers(0, S['vocab'] - 2, (S['episodes'], S['prompt'])), jnp.int32),
                       lengths=jnp.full((S['episodes'],), S['prompt'], jnp.int32))

@@ -52,4 +52,5 @@ def get_config(stage: str = 'sft'):
     r.kl_coef = 0.05  # TRL: 0.05 fixed; InstructGPT: 0.02; LHP: 0.15 adaptive
     r.ptx_coef, r.ptx_rows = 1.0, 8  # InstructGPT: 27.8 with 8x the pretraining examples
     c.checkpoint.every_steps = 20
+    t.log_every = 1  # every update; the KL alone is fetched between log steps
   return c

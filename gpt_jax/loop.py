@@ -3,11 +3,14 @@ evaluation, checkpoints, preemption, skip-stop).
 
 It knows nothing about language modelling: a `Task` supplies the module, a loss function, the batches and what a
 row is worth (tokens and model FLOPs), so pretraining (train.py), fine-tuning, reward modelling and DPO reuse it
-unchanged, and PPO and the dry-run reuse `plan` / `setup` around their own update.
+unchanged. A task with an update of its own (PPO: rollout, advantages, epochs x minibatches) plugs in through the
+one seam of `train` / `run`: an update function `(params, train, batch) -> (params, train, metrics)` and hooks
+called every N steps (the KL controller, a sample table), in the manner of Levanter's trainer hooks; the
+non-finite stop, checkpoint bookkeeping, preemption, evaluation and the throughput meter stay here, once.
 
     plan:  task -> mesh + rules -> abstract state (eval_shape) -> shardings -> jitted step and eval (no allocation)
     setup: plan -> state created sharded, or restored from the newest good checkpoint
-    run:   per-host batches -> global jax.Array -> train_step (jit, donated state) -> metrics; async checkpoints.
+    run:   per-host batches -> global jax.Array -> update (jit, donated state) -> hooks -> metrics; async checkpoints.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -59,6 +62,8 @@ class Task:
     sharding.activation_context, so one that runs the model enters that context itself.
   frozen: params the loss reads but does not train (a reference policy, a reward model), already placed on the
     mesh; they enter the jitted step as sharded arguments, never as constants. {} for pretraining.
+  lm_loss: whether the loss is a language-modelling loss (then evaluation reports its perplexity too).
+  eval_at_start: evaluate the starting params before the first step (a baseline the run is compared with).
   """
   module: nn.Module
   loss_fn: LossFn
@@ -69,6 +74,28 @@ class Task:
   eval_extra: Callable[[dict], dict] | None = None
   init_params: Callable[[jax.Array, Any], Any] | None = None
   frozen: Any = dataclasses.field(default_factory=dict)
+  lm_loss: bool = True
+  eval_at_start: bool = False
+
+
+Update = Callable[[Any, dict, dict], tuple]  # (params, train, global batch) -> (params, train, metrics)
+
+
+class StepInfo(NamedTuple):
+  """What a hook sees after a step: metrics are the update's, still on the device (fetch only what is needed,
+  with sharding.to_host); writer is the run's MetricWriter."""
+  step: int
+  params: Any
+  train_state: dict
+  metrics: dict
+  writer: Any
+
+
+class Hook(NamedTuple):
+  """fn(StepInfo) after every `every`-th step and after the last one, before that step's checkpoint is saved, so
+  a hook may change the data state it holds (a KL controller's beta) and have it saved with the step."""
+  every: int
+  fn: Callable[[StepInfo], None]
 
 
 @dataclasses.dataclass
@@ -94,12 +121,13 @@ class State:
 
 @dataclasses.dataclass
 class Result:
-  """What train() returns: the final params, the last logged metrics (with eval_* when evaluated) and why it
-  stopped: 'finished' (the token budget is spent), 'preempted' (SIGTERM) or 'interrupted' (Ctrl-C); a checkpoint
-  of the last step was saved in every case."""
+  """What train() returns: the final params, the last logged metrics (with eval_* when evaluated), the step they
+  belong to and why it stopped: 'finished' (the token budget is spent), 'preempted' (SIGTERM) or 'interrupted'
+  (Ctrl-C); a checkpoint of the last step was saved in every case."""
   params: Any
   metrics: dict
   stopped: str
+  step: int
 
 
 def _split_microbatches(batch: dict, n: int) -> dict:
@@ -135,22 +163,31 @@ def make_train_step(loss_fn: LossFn, optimizer, optim_config, microbatches: int,
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
     lr = optim.learning_rate(optim_config, train['sequences'].astype(jnp.float32) * tokens_per_row)
-    opt_state = train['opt_state']
-    opt_state = opt_state._replace(hyperparams=dict(opt_state.hyperparams, learning_rate=lr))
+    opt_state = with_learning_rate(train['opt_state'], lr)
     updates, new_opt_state = optimizer.update(grads, opt_state, params)
     # A non-finite step keeps the old params and optimizer state (selected, not recomputed).
     new_params, new_opt_state = jax.lax.cond(
         finite, lambda: (optax.apply_updates(params, updates), new_opt_state), lambda: (params, opt_state))
-    consecutive = jnp.where(finite, 0, train['consecutive_skips'] + 1)
     rows = jax.tree.leaves(batch)[0].shape[0]
-    new_train = dict(
-        opt_state=new_opt_state, step=train['step'] + 1, sequences=train['sequences'] + rows,
-        rng=rng, consecutive_skips=consecutive, longest_skip_run=jnp.maximum(train['longest_skip_run'], consecutive),
-        total_skips=train['total_skips'] + (~finite).astype(jnp.int32))
+    new_train = count_skips(dict(train, opt_state=new_opt_state, step=train['step'] + 1,
+                                 sequences=train['sequences'] + rows, rng=rng), finite)
     metrics = dict(loss=loss, grad_norm=grad_norm, learning_rate=lr, skipped=new_train['total_skips'],
                    **extra_means(extra, weight))
     return new_params, new_train, metrics
   return train_step
+
+
+def with_learning_rate(opt_state, lr):
+  """opt_state (optax.inject_hyperparams') with the schedule's learning rate for this step."""
+  return opt_state._replace(hyperparams=dict(opt_state.hyperparams, learning_rate=lr))
+
+
+def count_skips(train: dict, finite) -> dict:
+  """train's skip counters after a step that was (finite) or was not (skipped) applied."""
+  consecutive = jnp.where(finite, 0, train['consecutive_skips'] + 1)
+  return dict(train, consecutive_skips=consecutive, longest_skip_run=jnp.maximum(train['longest_skip_run'],
+                                                                                   consecutive),
+              total_skips=train['total_skips'] + (~finite).astype(jnp.int32))
 
 
 def init_train_state(optimizer, params, rng) -> dict:
@@ -175,6 +212,28 @@ def make_eval_step(loss_fn: LossFn):
   return eval_step
 
 
+def cached(make: Callable[[], list] | None) -> Callable[[], list] | None:
+  """task.eval_batches from make: make() is called once, on first use (None stays None)."""
+  if make is None:
+    return None
+  batches = []
+
+  def once():
+    if not batches:
+      batches.extend(make())
+    return batches
+  return once
+
+
+def load_params(path: str, module, mesh_or_shardings):
+  """module's params from a run (its newest good checkpoint) or an export, placed on a mesh by the rules table or
+  with the given shardings."""
+  boxed = gm.abstract_variables(module)['params']
+  abstract = (gs.abstract_params(boxed, mesh_or_shardings) if isinstance(mesh_or_shardings, jax.sharding.Mesh)
+              else gs.with_shardings(nn.unbox(boxed), mesh_or_shardings))
+  return ckpt_lib.load_for_inference(path, abstract)
+
+
 def params_from(path: str, module):
   """init_params for a Task that starts from another run's (or export's) params: only the params are taken; the
   optimizer, step and data order start afresh. A checkpoint of another shape is refused in one sentence."""
@@ -182,8 +241,7 @@ def params_from(path: str, module):
 
   def init_params(rng, shardings):
     del rng
-    abstract = gs.with_shardings(nn.unbox(gm.abstract_variables(module)['params']), shardings)
-    params, step = ckpt_lib.load_for_inference(path, abstract)
+    params, step = load_params(path, module, shardings)
     if jax.process_index() == 0:
       print(f'initialised from {path} (step {step})', flush=True)
     return params
@@ -274,9 +332,11 @@ class Preemption:
       signal.signal(sig, handler)
 
 
-def train(config, workdir: str, task: Task, mesh=None, run_record: dict | None = None) -> Result:
+def train(config, workdir: str, task: Task, mesh=None, run_record: dict | None = None,
+          make_update: Callable[[Plan], Update] | None = None, hooks: Sequence[Hook] = ()) -> Result:
   """Trains until config.train.total_tokens, resuming from <workdir>/checkpoints. The run's config.json (and
-  run.json with run_record) are written only once the restore, if any, has accepted this config."""
+  run.json with run_record) are written only once the restore, if any, has accepted this config.
+  make_update(plan) -> the update to run instead of the task's train step; hooks: see Hook."""
   mesh = mesh or gs.make_mesh(config.mesh)
   p = plan(config, task, mesh)  # refuses a bad batch before anything exists in the workdir
   checkpointer = ckpt_lib.Checkpointer(workdir, config.checkpoint)
@@ -286,7 +346,7 @@ def train(config, workdir: str, task: Task, mesh=None, run_record: dict | None =
     writer = metrics_lib.MetricWriter(workdir, config.train.total_tokens, config, config.train.wandb,
                                       resume_step=state.start_step)
     try:
-      return run(config, task, state, checkpointer, writer)
+      return run(config, task, state, checkpointer, writer, make_update(p) if make_update else None, hooks)
     finally:
       writer.close()
   finally:
@@ -294,31 +354,39 @@ def train(config, workdir: str, task: Task, mesh=None, run_record: dict | None =
     checkpointer.close()
 
 
-def run(config, task: Task, state: State, checkpointer: ckpt_lib.Checkpointer, writer) -> Result:
-  """Steps state until the token budget is spent or SIGTERM: logs, evaluates, saves, and stops after too many
-  consecutive non-finite steps (TrainingStopped)."""
+def run(config, task: Task, state: State, checkpointer: ckpt_lib.Checkpointer, writer, update: Update | None = None,
+        hooks: Sequence[Hook] = ()) -> Result:
+  """Steps state with update (the task's train step by default) until the token budget is spent or SIGTERM: calls
+  the hooks, logs, evaluates, saves, and stops after too many consecutive non-finite steps (TrainingStopped)."""
   p, t_cfg, ckpt_every = state.plan, config.train, config.checkpoint.every_steps
+  update = update or (lambda params, train, batch: p.step_fn(params, train, batch, task.frozen))
   params, train_state, step = state.params, state.train_state, state.start_step
   _announce(config, p, state, checkpointer, writer)
   tokens = int(jax.device_get(train_state['sequences'])) * task.tokens_per_row
   meter, last, evaluated = _Meter(task), {}, None
   if tokens >= t_cfg.total_tokens:
     writer.text(step, 'finished', f'the run already finished at step {step}: raise train.total_tokens to go on.')
-    return Result(params, {}, 'finished')
+    return Result(params, {}, 'finished', step)
   preemption = Preemption()
   try:
     with gs.activation_context(p.mesh):
+      if task.eval_batches is not None and task.eval_at_start and step == 0:
+        evaluated = _evaluate_and_write(p, params, task, writer, step, tokens)
+        meter.restart()
       while tokens < t_cfg.total_tokens:
         rows = optim.batch_sequences(config, tokens, p.rows_quantum, task.tokens_per_row)
         batch = pipeline.make_global_batch(task.train_stream.next_batch(rows), gs.batch_sharding(p.mesh))
-        params, train_state, step_metrics = p.step_fn(params, train_state, batch, task.frozen)
+        params, train_state, step_metrics = update(params, train_state, batch)
         step, tokens = step + 1, tokens + rows * task.tokens_per_row
         meter.add(rows)
-        saved = step % ckpt_every == 0 and checkpointer.save(step, params, train_state, task.train_stream.state())
+        for hook in hooks:
+          if step % hook.every == 0 or tokens >= t_cfg.total_tokens:
+            hook.fn(StepInfo(step, params, train_state, step_metrics, writer))
         if step % t_cfg.log_every == 0 or tokens >= t_cfg.total_tokens:
-          last = meter.read(jax.device_get(step_metrics), rows)
+          last = meter.read(gs.to_host(step_metrics), rows)
           writer.write(step, last, tokens)
           _stop_after_skips(config, train_state, step, checkpointer)
+        saved = step % ckpt_every == 0 and checkpointer.save(step, params, train_state, task.train_stream.state())
         if task.eval_batches is not None and t_cfg.eval_every and step % t_cfg.eval_every == 0:
           evaluated = _evaluate_and_write(p, params, task, writer, step, tokens)
           meter.restart()  # evaluation time is not training throughput
@@ -328,7 +396,8 @@ def run(config, task: Task, state: State, checkpointer: ckpt_lib.Checkpointer, w
           checkpointer.wait()
           how = 'Ctrl-C (SIGINT)' if preemption.signal_name == 'SIGINT' else 'SIGTERM'
           writer.text(step, 'preempted', f'{how}: saved step {step}; rerun the same command to resume.')
-          return Result(params, last, 'interrupted' if preemption.signal_name == 'SIGINT' else 'preempted')
+          stopped = 'interrupted' if preemption.signal_name == 'SIGINT' else 'preempted'
+          return Result(params, last, stopped, step)
       if step not in checkpointer.manager.all_steps():
         checkpointer.save(step, params, train_state, task.train_stream.state(), force=True)
       if task.eval_batches is not None:
@@ -336,7 +405,7 @@ def run(config, task: Task, state: State, checkpointer: ckpt_lib.Checkpointer, w
           evaluated = _evaluate_and_write(p, params, task, writer, step, tokens)
         last.update({f'eval_{k}': v for k, v in evaluated[1].items()})
     checkpointer.wait()
-    return Result(params, last, 'finished')
+    return Result(params, last, 'finished', step)
   finally:
     preemption.restore()
 
@@ -398,7 +467,8 @@ def _evaluate_and_write(p: Plan, params, task: Task, writer, step: int, tokens: 
 
 
 def evaluate(eval_fn, params, task: Task, mesh) -> dict:
-  """Loss, perplexity, the loss function's extra metrics and task.eval_extra's over task.eval_batches()."""
+  """Loss, perplexity (of an LM loss), the loss function's extra metrics and task.eval_extra's over
+  task.eval_batches()."""
   totals = None
   for local in task.eval_batches():
     batch = pipeline.make_global_batch(local, gs.batch_sharding(mesh))
@@ -406,7 +476,7 @@ def evaluate(eval_fn, params, task: Task, mesh) -> dict:
     totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
   loss_sum, weight, extra = totals
   loss = float(loss_sum / max(weight, 1.0))
-  result = dict(loss=loss, perplexity=math.exp(min(loss, 50.0)))
+  result = dict(loss=loss, perplexity=math.exp(min(loss, 50.0))) if task.lm_loss else dict(loss=loss)
   result.update({name: float(value) for name, value in extra_means(extra, max(weight, 1.0)).items()})
   if task.eval_extra is not None:
     result.update(task.eval_extra(result))

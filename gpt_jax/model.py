@@ -359,14 +359,16 @@ class GPTLM(nn.Module):
 
   @nn.compact
   def __call__(self, tokens, *, positions=None, segment_ids=None, cache=None, logits_at=None):
-    """logits_at: optional [batch] positions; then only row b's logits at logits_at[b] are computed, [batch, 1,
-    padded_vocab] (a prefill needs just the last prompt token's, and the head is its largest matmul)."""
+    """logits_at: optional positions, [batch] or [batch, n]; then only row b's logits at those positions are
+    computed, [batch, 1 or n, padded_vocab] (a prefill needs just the last prompt token's, PPO the response
+    positions', and the head is the largest matmul)."""
     cfg = ModelConfig.of(self.config)
     trunk = Transformer(cfg, self.deterministic, name='trunk')
     out = trunk(tokens, positions=positions, segment_ids=segment_ids, cache=cache)
     hidden, new_cache = out if cache is not None else (out, None)
     if logits_at is not None:
-      hidden = jnp.take_along_axis(hidden, logits_at[:, None, None], axis=1)
+      at = logits_at if logits_at.ndim == 2 else logits_at[:, None]
+      hidden = jnp.take_along_axis(hidden, at[:, :, None], axis=1)
     logits = lm_logits(self, trunk, hidden)
     return logits if cache is None else (logits, new_cache)
 

@@ -50,12 +50,7 @@ def build_task(config):
   one packed sequence of model.context tokens."""
   stream = pipeline.TrainStream(config)
   eval_rows = config.train.batch_tokens // config.model.context
-  cached = []
-
-  def eval_batches():
-    if not cached:
-      cached.extend(pipeline.eval_batches(config, config.train.eval_batches, eval_rows))
-    return cached
+  eval_batches = loop.cached(lambda: pipeline.eval_batches(config, config.train.eval_batches, eval_rows))
 
   eval_extra = None
   if config.train.eval_batches:

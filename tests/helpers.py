@@ -1,5 +1,7 @@
 """Shared test fixtures: tiny validated configs and a tiny random language model."""
 
+import os
+
 import jax
 
 from gpt_jax import config as gcfg
@@ -67,3 +69,23 @@ def tiny_gpt2(path: str) -> str:
       p.copy_((1.0 if gain else 0.0) + 0.2 * torch.randn_like(p))
   model.save_pretrained(path)
   return path
+
+
+class SignalAt:
+  """Wraps a training stream and sends this process `signum` while the n-th batch is read, as a user's Ctrl-C
+  (SIGINT) or a scheduler's preemption (SIGTERM) would in the middle of a step."""
+
+  def __init__(self, stream, n: int, signum):
+    self.stream, self.n, self.signum, self.reads = stream, n, signum, 0
+
+  def next_batch(self, rows):
+    self.reads += 1
+    if self.reads == self.n:
+      os.kill(os.getpid(), self.signum)
+    return self.stream.next_batch(rows)
+
+  def state(self):
+    return self.stream.state()
+
+  def restore(self, state):
+    self.stream.restore(state)

@@ -20,7 +20,7 @@ from gpt_jax import optim
 from gpt_jax import sharding as gs
 from gpt_jax import train as train_lib
 from gpt_jax.data import pipeline
-from tests.helpers import load_lm
+from tests.helpers import SignalAt, load_lm
 
 
 @pytest.fixture(scope='module')
@@ -306,31 +306,12 @@ def test_load_for_inference_restores_the_model_the_caller_names(data_dir, tmp_pa
     load_lm(export)
 
 
-class _CtrlCAt:
-  """Wraps a stream and sends this process SIGINT while the given batch is read, as a user's Ctrl-C would."""
-
-  def __init__(self, stream, batch_index: int):
-    self.stream, self.batch_index, self.reads = stream, batch_index, 0
-
-  def next_batch(self, rows):
-    self.reads += 1
-    if self.reads == self.batch_index:
-      os.kill(os.getpid(), signal.SIGINT)
-    return self.stream.next_batch(rows)
-
-  def state(self):
-    return self.stream.state()
-
-  def restore(self, state):
-    self.stream.restore(state)
-
-
 def test_ctrl_c_saves_a_checkpoint_and_returns(data_dir, tmp_path):
   config = _config(data_dir, **{'checkpoint.every_steps': 100, 'train.eval_every': 0})
   task = train_lib.build_task(config)
   workdir = str(tmp_path / 'run')
   before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN in a background job
-  result = loop.train(config, workdir, dataclasses.replace(task, train_stream=_CtrlCAt(task.train_stream, 3)))
+  result = loop.train(config, workdir, dataclasses.replace(task, train_stream=SignalAt(task.train_stream, 3, signal.SIGINT)))
   assert result.stopped == 'interrupted'
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3']
   assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
@@ -404,3 +385,12 @@ def test_a_corrupted_checkpoint_is_reported_in_one_line_with_details_in_a_log(da
     loop.train(config, workdir, train_lib.build_task(config))
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == before
 
+
+
+@pytest.mark.parametrize('lm_loss', [True, False])
+def test_perplexity_is_reported_for_a_language_modelling_loss_only(lm_loss):
+  mesh = gs.single_device_mesh()
+  task = loop.Task(module=None, loss_fn=None, train_stream=None, tokens_per_row=1, flops_per_row=1.0,
+                   eval_batches=lambda: [{'x': np.zeros((2, 1), np.int32)}], lm_loss=lm_loss)
+  result = loop.evaluate(lambda params, batch, frozen: (np.float32(1.5), np.float32(1.0), {}), None, task, mesh)
+  assert ('perplexity' in result) == lm_loss and result['loss'] == 1.5

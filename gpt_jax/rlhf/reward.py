@@ -23,6 +23,7 @@ from absl import flags
 
 from gpt_jax import checkpoint as ckpt
 from gpt_jax import cli
+from gpt_jax import loop
 from gpt_jax import model as gm
 from gpt_jax import sample
 from gpt_jax import sharding as gs
@@ -221,8 +222,7 @@ def score_main():
                               f'"response"}} records.')
     pairs.append((record['prompt'], record['response']))
   mesh = gs.make_mesh(config.mesh)
-  abstract = gs.abstract_params(gm.abstract_variables(RewardModel(config.model))['params'], mesh)
-  params, _ = ckpt.load_for_inference(FLAGS.workdir, abstract)
+  params, _ = loop.load_params(FLAGS.workdir, RewardModel(config.model), mesh)
   raw = Scorer(config, params, mesh, tokenizer_lib.load(config.data), FLAGS.batch_size)(pairs)
   lines = [json.dumps(dict(record, raw_score=float(s), score=float(norm['gain'] * s + norm['bias'])))
            for (_, record), s in zip(records, raw)]

@@ -32,7 +32,7 @@ def build_task(config):
   train_rows = rows_of(data.train, r.pack, data.counts)
   held_out = rows_of(data.held_out, False, data.held_out_counts) if data.held_out is not None else None
   return (*stage.make_task(config, data, train_rows, held_out, context, gm.GPTLM(config.model),
-                           losses.lm_loss_fn(config)), data)
+                           losses.lm_loss_fn(config), lm_loss=True), data)
 
 
 if __name__ == '__main__':

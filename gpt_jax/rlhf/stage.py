@@ -149,19 +149,12 @@ def eval_batches(config, rows: dict | None, tokens_per_row: int):
   if rows is None or not config.train.eval_every:
     return None
   batch_rows = config.train.batch_tokens // tokens_per_row
-  cached = []
-
-  def batches():
-    if not cached:
-      cached.extend(rdata.eval_batches(rows, batch_rows, jax.process_index(), jax.process_count()))
-    return cached
-  return batches
+  return loop.cached(lambda: rdata.eval_batches(rows, batch_rows, jax.process_index(), jax.process_count()))
 
 
 def load_lm_params(path: str, config, mesh):
   """The GPTLM params of a run or export, sharded on mesh (the policy a stage starts from, or its reference)."""
-  abstract = gs.abstract_params(gm.abstract_variables(gm.GPTLM(config.model))['params'], mesh)
-  return ckpt.load_for_inference(path, abstract)[0]
+  return loop.load_params(path, gm.GPTLM(config.model), mesh)[0]
 
 
 def pretrained(config, module):
@@ -183,15 +176,16 @@ def pretrained(config, module):
 
 
 def make_task(config, data: Data, rows: dict, held_out: dict | None, tokens_per_row: int, module, loss_fn,
-              flops_factor: float = 1.0, frozen=None) -> tuple:
+              flops_factor: float = 1.0, frozen=None, lm_loss: bool = False) -> tuple:
   """(config with the epoch budget applied, the stage's Task): rows streamed, held-out rows evaluated, module
-  initialised from rlhf.init_from; a row's FLOPs are flops_factor x a training pass over its tokens."""
+  initialised from rlhf.init_from; a row's FLOPs are flops_factor x a training pass over its tokens; lm_loss: the
+  loss is a language-modelling loss (SFT), so evaluation reports a perplexity."""
   config = with_epochs(config, n_rows(rows), tokens_per_row)
   return config, loop.Task(module=module, loss_fn=loss_fn, train_stream=stream(config, rows, data),
                            tokens_per_row=tokens_per_row,
                            flops_per_row=tokens_per_row * flops.flops_per_token(config.model) * flops_factor,
                            eval_batches=eval_batches(config, held_out, tokens_per_row),
-                           init_params=pretrained(config, module), frozen=frozen or {})
+                           init_params=pretrained(config, module), frozen=frozen or {}, lm_loss=lm_loss)
 
 
 def main_for(build_task, workdir_flag):

@@ -1,0 +1,75 @@
+"""`python -m gpt_jax.rlhf.ppo` as real processes: 2 processes x 4 devices on loopback run 12 updates with the
+sample table and end where one process x 8 devices ends."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from gpt_jax import checkpoint as ckpt
+from gpt_jax import config as gcfg
+from gpt_jax import model as gm
+from gpt_jax.heads import RewardModel
+from tests.helpers import load_lm
+
+UPDATES = 12
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  """A random tiny 'SFT' export and reward-model export."""
+  root = tmp_path_factory.mktemp('ppo_process')
+  config = gcfg.load_config_file('configs/rlhf.py:ppo', {
+      'model.n_layers': 2, 'model.d_model': 32, 'model.n_heads': 2, 'model.context': 48,
+      'train.batch_tokens': 16 * 48, 'train.total_tokens': 16 * 48})
+  ckpt.export_params(str(root / 'sft'), gm.init_params(gm.GPTLM(config.model), jax.random.key(0)), 0, config)
+  ckpt.export_params(str(root / 'rm'), gm.init_params(RewardModel(config.model), jax.random.key(1)), 0, config)
+  return root
+
+
+def _command(runs, workdir, *extra):
+  return [sys.executable, '-m', 'gpt_jax.rlhf.ppo', '--config=configs/rlhf.py:ppo', f'--workdir={workdir}',
+          f'--config.rlhf.policy_from={runs / "sft"}', f'--config.rlhf.reward_from={runs / "rm"}',
+          '--config.rlhf.toy_items=64', '--config.rlhf.max_prompt_tokens=32', '--config.rlhf.response_tokens=6',
+          '--config.rlhf.minibatches=2', '--config.rlhf.ppo_epochs=1', '--config.rlhf.sample_every=4',
+          '--config.train.batch_tokens=768', f'--config.train.total_tokens={768 * UPDATES}',
+          '--config.train.eval_every=0', '--config.checkpoint.every_steps=6', '--config.optim.peak_lr=1e-3',
+          f'--config.data.data_dir={runs / "data"}', *extra]
+
+
+def _env(devices, **extra):
+  return dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}', JAX_PLATFORMS='cpu',
+              **extra)
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_with_the_sample_table_equal_one_process(runs, tmp_path):
+  one = subprocess.run(_command(runs, tmp_path / 'one'), env=_env(8), capture_output=True, text=True, timeout=600)
+  assert one.returncode == 0, one.stderr[-3000:]
+  port = _free_port()
+  processes = [subprocess.Popen(
+      _command(runs, tmp_path / 'two', f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+               f'--process_id={i}'), env=_env(4, JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo'),
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  outputs = [p.communicate(timeout=600)[0] for p in processes]
+  for p, out in zip(processes, outputs):
+    assert p.returncode == 0, out[-3000:]
+  assert outputs[0].count('[samples] step') == UPDATES // 4 == one.stdout.count('[samples] step')
+  assert '[samples]' not in outputs[1]
+  record = [json.loads((tmp_path / name / 'run.json').read_text())['reward_norm'] for name in ('one', 'two')]
+  assert record[0]['gain'] == pytest.approx(record[1]['gain'], rel=1e-5)
+  (_, single, step), (_, double, _) = (load_lm(tmp_path / name / 'policy') for name in ('one', 'two'))
+  assert step == UPDATES
+  # Same math on the same 8 devices; only the cross-process reduction order may differ.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=5e-5), single,
+               double)
