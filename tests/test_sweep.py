@@ -5,6 +5,7 @@ import csv
 import dataclasses
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ import pytest
 from gpt_jax import config as gcfg
 from gpt_jax import flops
 from gpt_jax.config import ConfigError
-from gpt_jax.sweep import Shape, ShapeRule, Sweep, expand, launch, load_sweep
+from gpt_jax.sweep import Shape, ShapeRule, Sweep, attempt, expand, launch, load_sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -141,6 +142,45 @@ def test_slurm_and_tpu_emitters_write_the_training_commands(tmp_path):
   assert out.stdout.split('\n')[:-1] == launch._gpu(runs[2])
 
 
+_HOLDER = """
+import sys, time
+from gpt_jax.sweep import attempt
+attempt.HEARTBEAT_SECONDS = 0.1
+held = attempt.Attempt(sys.argv[1])
+print(held.popen(['sleep', '600']).pid, flush=True)
+while True:
+  held.beat()
+  time.sleep(0.05)
+"""
+
+
+def test_run_lock_outlives_a_killed_runner_while_its_training_process_lives_then_counts_its_time(tmp_path):
+  from gpt_jax.sweep import state
+  workdir = str(tmp_path / 'run')
+  runner = subprocess.Popen([sys.executable, '-c', _HOLDER, workdir], stdout=subprocess.PIPE, text=True, cwd=REPO)
+  child = int(runner.stdout.readline())
+  began = time.time()
+  record, held = attempt.read_lock(workdir)
+  assert held and record['pid'] == runner.pid and record['host'] == socket.gethostname()
+  assert state.run_state(workdir, 100, False).where == f'{socket.gethostname()} (pid {runner.pid})'
+  with pytest.raises(attempt.Locked, match=f'pid {runner.pid}'):
+    attempt.Attempt(workdir)
+  time.sleep(0.5)
+  runner.kill()
+  runner.wait()
+  lived = time.time() - began
+  assert attempt.read_lock(workdir)[1] and state.run_state(workdir, 100, False).state == 'running'
+  os.kill(child, 9)
+  _wait_for(lambda: not attempt.read_lock(workdir)[1], what='the lock to be released')
+  stale = state.run_state(workdir, 100, False)
+  assert stale.state == 'pending' and stale.where is None and lived - 0.3 < stale.seconds < lived
+  rerun = attempt.Attempt(workdir)  # takes over the stale lock and records the dead attempt
+  rerun.finish(0)
+  attempts = attempt.read_attempts(workdir)
+  assert [a['exit_code'] for a in attempts] == [None, 0] and attempts[0]['seconds'] == stale.seconds
+  assert state.run_state(workdir, 100, False).seconds == pytest.approx(stale.seconds + attempts[1]['seconds'])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # End to end.
 
@@ -183,10 +223,21 @@ def test_two_run_sweep_runs_resumes_after_a_kill_collects_and_analyses(tiny_swee
   checkpoints = os.path.join(first, 'checkpoints')
   _wait_for(lambda: os.path.isdir(checkpoints) and any(d.isdigit() for d in os.listdir(checkpoints)),
             what='the first checkpoint')
+  checkpointed = time.time()  # the attempt began before this
+  # One runner per run: status says where it runs, and a second runner leaves it alone.
+  command, kwargs = _sweep_cli('status', f'--sweep={path}', capture_output=True, text=True)
+  status = subprocess.run(command, **kwargs).stdout
+  assert ' running ' in status and f'on {socket.gethostname()} (pid {runner.pid})' in status, status
+  command, kwargs = _sweep_cli('run', f'--sweep={path}', '--only=l2-d16', capture_output=True, text=True)
+  second = subprocess.run(command, **kwargs)
+  assert second.returncode == 0 and f'skip   l2-d16-h1-t10240-s0: running on {socket.gethostname()} ' \
+      f'(pid {runner.pid})' in second.stdout, second.stdout + second.stderr
   runner.kill()  # kill -9: the run gets SIGTERM from the kernel (parent death), saves and stops
   runner.wait()
+  trained_at_least = time.time() - checkpointed
   log = os.path.join(first, 'train.log')
   _wait_for(lambda: '[preempted]' in open(log).read(), what='the orphaned run to save and stop')
+  _wait_for(lambda: not attempt.read_lock(first)[1], what='the orphaned run to exit and release its lock')
   command, kwargs = _sweep_cli('status', f'--sweep={path}', capture_output=True, text=True)
   status = subprocess.run(command, **kwargs).stdout
   assert 'l2-d16-h1-t10240-s0' in status and ' partial ' in status and '1 partial, 1 pending' in status
@@ -198,6 +249,10 @@ def test_two_run_sweep_runs_resumes_after_a_kill_collects_and_analyses(tiny_swee
   assert 'resumed from step' in open(log).read()
   again = subprocess.run(command, **kwargs)
   assert '2 of 2 runs finished; running 0' in again.stdout
+  # The killed attempt counts: recorded by the rerun from its last heartbeat.
+  attempts = attempt.read_attempts(first)
+  assert [a['exit_code'] for a in attempts] == [None, 0]
+  assert attempts[0]['seconds'] > trained_at_least - attempt.HEARTBEAT_SECONDS
 
   table, curves = os.path.join(tmp, 'runs.csv'), os.path.join(tmp, 'curves.csv')
   command, kwargs = _sweep_cli('collect', f'--sweep={path}', f'--output={table}', f'--curves={curves}',
@@ -206,6 +261,7 @@ def test_two_run_sweep_runs_resumes_after_a_kill_collects_and_analyses(tiny_swee
   rows = list(csv.DictReader(open(table)))
   assert [r['state'] for r in rows] == ['finished', 'finished']
   assert [int(r['tokens']) for r in rows] == [10240, 10240]
+  assert float(rows[0]['wall_seconds']) == pytest.approx(sum(a['seconds'] for a in attempts), abs=0.1)
   assert int(rows[0]['params_total']) < int(rows[1]['params_total'])
   assert int(rows[0]['params_non_embedding']) < int(rows[0]['params_total'])
   assert float(rows[0]['best_eval_loss']) <= float(rows[0]['final_eval_loss'])
