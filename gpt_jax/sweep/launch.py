@@ -1,14 +1,13 @@
 """Running a sweep here (one run at a time, or N at a time on a multi-device host) and its status. Each run is
 `python -m gpt_jax.train` with the run's workdir and overrides, started as one attempt of the run (attempt.py: its
 lock and recorded time), so rerunning skips finished runs and runs another runner holds, and resumes unfinished ones
-from their own checkpoints. The SLURM and TPU pod scripts run the same commands.
+from their own checkpoints. cluster.py writes the same commands as SLURM and TPU pod scripts.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from typing import Callable, Sequence
 
 from gpt_jax.sweep import attempt as attempt_lib
 from gpt_jax.sweep import state as state_lib
-from gpt_jax.sweep.spec import Run, Sweep
+from gpt_jax.sweep.spec import Run
 
 _PR_SET_PDEATHSIG = 1
 
@@ -124,47 +123,3 @@ def status_lines(runs: Sequence[Run]) -> list[str]:
                  f'{fmt(s.eval_loss)} {s.seconds:6.0f}s' + (f'  on {s.where}' if s.where else ''))
   lines.append(', '.join(f'{n} {state}' for state, n in sorted(counts.items())))
   return lines
-
-
-def slurm_script(sweep: Sweep, runs: Sequence[Run], *, nodes: int = 1, gpus_per_node: int = 8,
-                 time_limit: str = '24:00:00', max_parallel: int = 0) -> str:
-  """A SLURM job array, one task per run, each running the same command as launch/slurm_gpu.sbatch (one process
-  per node driving its GPUs, bf16 and cuDNN attention). Resubmitting resumes every unfinished run."""
-  array = f'0-{len(runs) - 1}' + (f'%{max_parallel}' if max_parallel else '')
-  cases = '\n'.join(f'  {i}) command={shlex.quote(shlex.join(_gpu(r)))} ;;' for i, r in enumerate(runs))
-  return f'''#!/usr/bin/env bash
-# Sweep {sweep.name}: {len(runs)} runs as a SLURM job array (python -m gpt_jax.sweep slurm wrote this file).
-#   sbatch {'<this file>'}        resubmitting resumes unfinished runs from their workdirs
-#SBATCH --job-name={sweep.name}
-#SBATCH --array={array}
-#SBATCH --nodes={nodes}
-#SBATCH --ntasks-per-node=1
-#SBATCH --gpus-per-node={gpus_per_node}
-#SBATCH --exclusive
-#SBATCH --time={time_limit}
-#SBATCH --signal=TERM@120
-#SBATCH --requeue
-#SBATCH --output=%x-%A_%a.out
-set -euo pipefail
-cd "${{SLURM_SUBMIT_DIR:-.}}"
-export GPT_JAX_DISTRIBUTED=1
-export XLA_PYTHON_CLIENT_MEM_FRACTION=${{XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}}
-case "$SLURM_ARRAY_TASK_ID" in
-{cases}
-  *) echo "error: no run for array index $SLURM_ARRAY_TASK_ID" >&2; exit 2 ;;
-esac
-eval "srun --kill-on-bad-exit=1 $command"
-'''
-
-
-def _gpu(run: Run) -> list[str]:
-  return run.command('.venv/bin/python') + ['--config.model.dtype=bfloat16', '--config.model.attention_impl=cudnn']
-
-
-def tpu_script(sweep: Sweep, runs: Sequence[Run], *, tpu: str, zone: str) -> str:
-  """The runs one after another on a TPU pod slice through launch/tpu_pod.sh (the same command on every worker);
-  the workdirs must be on storage every worker sees. Rerunning the script resumes where it stopped."""
-  lines = [f'launch/tpu_pod.sh {shlex.quote(tpu)} {shlex.quote(zone)} {shlex.quote(r.config)} '
-           f'{shlex.quote(r.workdir)} ' + shlex.join(r.command()[5:]) for r in runs]
-  return (f'#!/usr/bin/env bash\n# Sweep {sweep.name}: {len(runs)} runs on TPU {tpu} ({zone}), one after another '
-          f'(python -m gpt_jax.sweep tpu wrote this file).\nset -euo pipefail\n' + '\n'.join(lines) + '\n')
