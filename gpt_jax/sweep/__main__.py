@@ -163,14 +163,12 @@ def _flags_parser(argv):
 
 
 def _guarded(argv):
+  """Not cli.run_main: the sweep command takes no --config and starts no jax.distributed; `run` handles Ctrl-C."""
   try:
     return main(argv)
   except ConfigError as error:
     print(f'error: {error}', file=sys.stderr)
     return 2
-  except KeyboardInterrupt:
-    print('interrupted (Ctrl-C).', file=sys.stderr)
-    return 130
 
 
 if __name__ == '__main__':
