@@ -196,6 +196,7 @@ def test_tpu_script_and_its_launcher_use_a_fresh_upload_path_per_sweep(tmp_path)
     (('--print_config',), "Unknown command line flag 'print_config'"),
     (('--num_processes=2',), "Unknown command line flag 'num_processes'"),
     (('--zone=us-east5-a',), '--zone is not used by slurm (only by tpu): drop it.'),
+    (('--nodes=4',), "--nodes: sweep 'gpt3-ladder' gives each run its own Resources (Sweep.resources)"),
     (('--output=/no/such/dir/x.sh',), 'must be a file in an existing directory'),
 ])
 def test_impossible_or_unused_slurm_flags_are_one_sentence_before_anything_is_written(tmp_path, args, message):

@@ -88,6 +88,10 @@ def main(argv):
 
 def _write_script(command: str, sweep, runs) -> int:
   if command == 'slurm':
+    given = [name for name in _DEFAULT_RESOURCES if FLAGS[name].present]
+    if given and sweep.resources:
+      raise ConfigError(f'--{given[0]}: sweep {sweep.name!r} gives each run its own Resources (Sweep.resources); '
+                        f'change them in {FLAGS.sweep} instead.')
     default = resources.Resources(nodes=FLAGS.nodes, gpus_per_node=FLAGS.gpus_per_node, gpu=FLAGS.gpu,
                                   cpus_per_task=FLAGS.cpus_per_task, time=FLAGS.time)
     if FLAGS.check:
