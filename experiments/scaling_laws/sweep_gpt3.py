@@ -2,7 +2,7 @@
 size with its own batch and learning rate and the Appendix B recipe scaled to the run's token budget: warmup over
 375M tokens, cosine decay to 10% over 260/300 of the budget, the batch ramped from 32k tokens.
 
-    python -m gpt_jax.sweep slurm --sweep=experiments/scaling_laws/sweep_gpt3.py --output=gpt3.sbatch --nodes=4
+    python -m gpt_jax.sweep slurm --sweep=experiments/scaling_laws/sweep_gpt3.py --output=gpt3.sh --check
     python -m gpt_jax.sweep tpu --sweep=experiments/scaling_laws/sweep_gpt3.py --output=gpt3_tpu.sh \
         --tpu=<name> --zone=<zone>
 
