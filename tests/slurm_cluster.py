@@ -1,7 +1,6 @@
 """A real one-node SLURM cluster on this machine for the tests: munged, slurmctld and slurmd (Debian's slurm-wlm
 and munge, installed by `make setup-slurm`), a generated slurm.conf in a temporary directory, loopback only, the
-machine's own CPUs and 8 stand-in GPUs (so jobs may ask for --gpus-per-node as on a GPU cluster; they train on the
-CPUs).
+machine's own CPUs and 8 stand-in GPUs (jobs may ask for --gpus-per-node as on a GPU cluster and train on the CPUs).
 Every daemon runs in the foreground as a child of the test process and is stopped at the end. When the cluster
 cannot start, the test fails with the reason: these tests are never skipped."""
 

@@ -253,6 +253,12 @@ def test_run_lock_outlives_a_killed_runner_while_its_training_process_lives_then
   assert state.run_state(workdir, 100, False).where == f'{socket.gethostname()} (pid {runner.pid})'
   with pytest.raises(attempt.Locked, match=f'pid {runner.pid}'):
     attempt.Attempt(workdir)
+  # A SLURM array task of the same run leaves it alone.
+  marker = tmp_path / 'ran'
+  task = subprocess.run([sys.executable, '-m', 'gpt_jax.sweep.attempt', workdir, 'touch', str(marker)],
+                        capture_output=True, text=True, cwd=REPO)
+  assert task.returncode == 0 and f'is being trained by {socket.gethostname()} (pid {runner.pid})' in task.stdout
+  assert not marker.exists()
   time.sleep(0.5)
   runner.kill()
   runner.wait()
