@@ -15,8 +15,8 @@ $(DEV): $(RUNTIME) requirements-dev.txt requirements-lmeval.txt requirements-exp
 	$(VENV)/bin/pip install -q --no-deps --upgrade --target $(VENV)/dryrun -r requirements-dryrun.txt
 	touch $(DEV)
 
-.PHONY: setup setup-dev setup-gpu setup-tpu setup-dryrun dryrun-table setup-experiments experiments-scaling \
-  experiments-few-shot quickstart test bench
+.PHONY: setup setup-dev setup-gpu setup-tpu setup-dryrun setup-slurm dryrun-table setup-experiments \
+  experiments-scaling experiments-few-shot quickstart test bench
 setup: $(RUNTIME)
 setup-dev: $(DEV)
 
@@ -25,6 +25,12 @@ setup-gpu: $(RUNTIME)
 	$(VENV)/bin/pip install -q -r requirements-gpu.txt -c constraints.txt
 setup-tpu: $(RUNTIME)
 	$(VENV)/bin/pip install -q -r requirements-tpu.txt -c constraints.txt
+
+# SLURM (slurmctld, slurmd, the client commands) and munge from Debian, for tests/test_slurm.py, which starts a
+# one-node cluster on this machine. Root only (apt-get; slurmd must run as root to start jobs), as on CI.
+setup-slurm:
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge
 
 # Compilers for hardware this machine lacks (libtpu, the jax CUDA plugin) in their own directory: only the
 # dry-run (python -m gpt_jax.dryrun) puts it on its path, so CPU jax never tries them.

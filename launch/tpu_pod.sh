@@ -12,11 +12,15 @@ workdir=${4:?workdir}
 shift 4
 overrides=$(printf ' %q' "$@")
 # Ship this working tree (not the virtual environment) to every worker, then run the same command on all of them.
-tar --exclude=.venv --exclude=runs -czf /tmp/gpt_jax_src.tgz .
-gcloud compute tpus tpu-vm scp /tmp/gpt_jax_src.tgz "$tpu":gpt_jax_src.tgz --zone="$zone" --worker=all
+# A fresh archive per launch: two sweeps started from one machine never ship each other's tree.
+src=$(mktemp /tmp/gpt_jax_src.XXXXXXXX)
+trap 'rm -f "$src"' EXIT
+tar --exclude=.venv --exclude=runs -czf "$src" .
+upload=$(basename "$src").tgz
+gcloud compute tpus tpu-vm scp "$src" "$tpu":"$upload" --zone="$zone" --worker=all
 gcloud compute tpus tpu-vm ssh "$tpu" --zone="$zone" --worker=all --command "
   set -e
-  mkdir -p gpt_jax && tar -xzf gpt_jax_src.tgz -C gpt_jax
+  mkdir -p gpt_jax && tar -xzf $upload -C gpt_jax && rm -f $upload
   cd gpt_jax
   [ -x .venv/bin/python ] || (python3.11 -m venv .venv && .venv/bin/pip install -q -r requirements-tpu.txt -c constraints.txt)
   GPT_JAX_DISTRIBUTED=1 .venv/bin/python -m gpt_jax.train --config=$config --workdir=$workdir \

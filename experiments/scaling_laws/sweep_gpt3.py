@@ -4,7 +4,7 @@ same recipe machinery as the CPU sweep (gpt_jax.sweep.recipe): each size's batch
 decay to 10% over 260/300 of the budget, the batch ramped from 32k tokens, and every run's real model FLOPs and
 FLOP-equivalent size recorded.
 
-    python -m gpt_jax.sweep slurm --sweep=experiments/scaling_laws/sweep_gpt3.py --output=gpt3.sbatch --nodes=4
+    python -m gpt_jax.sweep slurm --sweep=experiments/scaling_laws/sweep_gpt3.py --output=gpt3.sh --check
     python -m gpt_jax.sweep tpu --sweep=experiments/scaling_laws/sweep_gpt3.py --output=gpt3_tpu.sh \
         --tpu=<name> --zone=<zone>
 
@@ -18,7 +18,7 @@ and the corpus in data.source before launching.
 import os
 
 from gpt_jax import config as gcfg
-from gpt_jax.sweep import Shape, Sweep
+from gpt_jax.sweep import Resources, Shape, Sweep
 from gpt_jax.sweep.recipe import Recipe
 
 SIZES = ('125m', '350m', '760m', '1.3b', '2.7b', '6.7b', '13b', '175b')
@@ -46,6 +46,21 @@ def appendix_b(tokens: int) -> dict:
   return {'optim.decay_tokens': tokens * 260 // 300}
 
 
+# size: (H100 nodes of 8, remat, microbatches), the settings that fit in docs/dryrun.md's GPT-3 ladder table, FSDP
+# over every GPU of the run's nodes; `sweep slurm --check` compiles them again before submitting.
+H100 = {'125m': (1, 'save_dots', 1), '350m': (1, 'save_dots', 1), '760m': (1, 'save_dots', 1),
+        '1.3b': (1, 'save_dots', 4), '2.7b': (2, 'save_dots', 2), '6.7b': (4, 'save_dots', 4),
+        '13b': (8, 'save_dots', 4), '175b': (64, 'full', 1)}
+SIZE_OF = {shape: size for size, shape in zip(SIZES, BY_SHAPE)}
+
+
+def on_h100(shape: Shape) -> Resources:
+  nodes, remat, microbatches = H100[SIZE_OF[shape]]
+  return Resources(nodes=nodes, gpus_per_node=8, gpu='h100', time='2-00:00:00',
+                   overrides={'mesh.data': 1, 'mesh.fsdp': -1, 'mesh.tensor': 1, 'model.remat': remat,
+                              'train.microbatches': microbatches})
+
+
 def get_sweep():
   return Sweep(
       name='gpt3-ladder',
@@ -58,4 +73,5 @@ def get_sweep():
       recipe=RECIPE,
       per_shape=table_2_1,
       schedule=appendix_b,
+      resources=on_h100,
   )

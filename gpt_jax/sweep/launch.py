@@ -1,22 +1,22 @@
-"""Running a sweep: here (one run at a time, or N at a time on a multi-device host), or as a SLURM job array or
-TPU pod commands. All three run `python -m gpt_jax.train` with each run's workdir and overrides, so rerunning
-skips finished runs and resumes unfinished ones from their own checkpoints.
+"""Running a sweep here (one run at a time, or N at a time on a multi-device host) and its status. Each run is
+`python -m gpt_jax.train` with the run's workdir and overrides, started as one attempt of the run (attempt.py: its
+lock and recorded time), so rerunning skips finished runs and runs another runner holds, and resumes unfinished ones
+from their own checkpoints. cluster.py writes the same commands as SLURM and TPU pod scripts.
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
 import time
 from typing import Callable, Sequence
 
+from gpt_jax.sweep import attempt as attempt_lib
 from gpt_jax.sweep import state as state_lib
-from gpt_jax.sweep.spec import Run, Sweep
+from gpt_jax.sweep.spec import Run
 
 _PR_SET_PDEATHSIG = 1
 
@@ -44,29 +44,30 @@ def run_state(run: Run) -> state_lib.RunState:
 def run_local(runs: Sequence[Run], parallel: int = 1, gpus_per_run: int = 0,
               echo: Callable[[str], None] = print) -> int:
   """Runs every unfinished run, `parallel` at a time (each with its own gpus_per_run GPUs when given), the output
-  of each in <workdir>/train.log. Returns 0 when all finished, 130 after Ctrl-C / SIGTERM (each run saved), 1 if
-  any failed."""
+  of each in <workdir>/train.log; a run another runner holds is skipped. Returns 0 when all finished (or are
+  running elsewhere), 130 after Ctrl-C / SIGTERM (each run saved), 1 if any failed."""
   todo = [r for r in runs if run_state(r).state != 'finished']
   echo(f'{len(runs) - len(todo)} of {len(runs)} runs finished; running {len(todo)}, {parallel} at a time.')
-  active: dict[int, tuple[subprocess.Popen, Run, float]] = {}  # slot -> (process, run, start time)
+  active: dict[int, tuple[subprocess.Popen, Run, attempt_lib.Attempt]] = {}  # slot -> (process, run, attempt)
   failed = []
   previous = signal.signal(signal.SIGTERM, _raise_stopped)
   try:
     while todo or active:
-      for slot in [s for s in range(parallel) if s not in active][:len(todo)]:
-        run = todo.pop(0)
-        active[slot] = (_start(run, slot, gpus_per_run), run, time.time())
-        echo(f'start  {run.name}' + (' (resuming)' if run_state(run).state == 'partial' else ''))
+      for slot in [s for s in range(parallel) if s not in active]:
+        started = _start_next(todo, slot, gpus_per_run, echo)
+        if started:
+          active[slot] = started
       time.sleep(0.2)
-      for slot, (process, run, start) in list(active.items()):
+      for slot, (process, run, attempt) in list(active.items()):
+        attempt.beat()
         if process.poll() is not None:
           del active[slot]
-          _finish(run, process.returncode, start, echo, failed)
+          _finish(run, attempt, process.returncode, echo, failed)
   except (KeyboardInterrupt, _Stopped):
-    for process, run, start in active.values():
+    for process, run, attempt in active.values():
       process.send_signal(signal.SIGINT)  # each saves a checkpoint, then exits 130
-    for process, run, start in active.values():
-      _finish(run, process.wait(), start, echo, failed)
+    for process, run, attempt in active.values():
+      _finish(run, attempt, process.wait(), echo, failed)
     echo('interrupted: every started run saved its state; rerun the same command to resume.')
     return 130
   finally:
@@ -74,23 +75,35 @@ def run_local(runs: Sequence[Run], parallel: int = 1, gpus_per_run: int = 0,
   return 1 if failed else 0
 
 
-def _start(run: Run, slot: int, gpus_per_run: int) -> subprocess.Popen:
-  os.makedirs(run.workdir, exist_ok=True)
+def _start_next(todo: list[Run], slot: int, gpus_per_run: int, echo):
+  """(process, run, attempt) of the next run in todo that no other runner holds, or None when none is left."""
+  while todo:
+    run = todo.pop(0)
+    resuming = run_state(run).state == 'partial'
+    try:
+      attempt = attempt_lib.Attempt(run.workdir)
+    except attempt_lib.Locked as locked:
+      echo(f'skip   {run.name}: running on {attempt_lib.where(locked.holder)}')
+      continue
+    echo(f'start  {run.name}' + (' (resuming)' if resuming else ''))
+    return _start(run, attempt, slot, gpus_per_run), run, attempt
+  return None
+
+
+def _start(run: Run, attempt: attempt_lib.Attempt, slot: int, gpus_per_run: int) -> subprocess.Popen:
   env = dict(os.environ)
   if gpus_per_run:
     env['CUDA_VISIBLE_DEVICES'] = ','.join(str(slot * gpus_per_run + i) for i in range(gpus_per_run))
   log = open(os.path.join(run.workdir, state_lib.LOG_FILE), 'a', encoding='utf-8')
   # Its own session: a Ctrl-C at the terminal reaches the runner only, which then asks each run once to save.
-  process = subprocess.Popen(run.command(sys.executable), stdout=log, stderr=subprocess.STDOUT, env=env,
-                             start_new_session=True, preexec_fn=_stop_with_parent)
+  process = attempt.popen(run.command(sys.executable), stdout=log, stderr=subprocess.STDOUT, env=env,
+                          start_new_session=True, preexec_fn=_stop_with_parent)
   log.close()
   return process
 
 
-def _finish(run: Run, code: int, start: float, echo, failed: list) -> None:
-  seconds = time.time() - start
-  with open(os.path.join(run.workdir, state_lib.ATTEMPTS_FILE), 'a', encoding='utf-8') as f:
-    f.write(json.dumps(dict(exit_code=code, seconds=seconds, ended=time.strftime('%Y-%m-%dT%H:%M:%S'))) + '\n')
+def _finish(run: Run, attempt: attempt_lib.Attempt, code: int, echo, failed: list) -> None:
+  seconds = attempt.finish(code)
   result = run_state(run)
   echo(f'{result.state:<8} {run.name} in {seconds:.0f} s (exit {code})' +
        (f'; see {os.path.join(run.workdir, state_lib.LOG_FILE)}' if result.state == 'failed' else ''))
@@ -107,50 +120,6 @@ def status_lines(runs: Sequence[Run]) -> list[str]:
     s = run_state(run)
     counts[s.state] = counts.get(s.state, 0) + 1
     lines.append(f'{run.name:<32} {s.state:<8} {s.tokens:>10}/{run.tokens:<10} {fmt(s.train_loss)} '
-                 f'{fmt(s.eval_loss)} {s.seconds:6.0f}s')
+                 f'{fmt(s.eval_loss)} {s.seconds:6.0f}s' + (f'  on {s.where}' if s.where else ''))
   lines.append(', '.join(f'{n} {state}' for state, n in sorted(counts.items())))
   return lines
-
-
-def slurm_script(sweep: Sweep, runs: Sequence[Run], *, nodes: int = 1, gpus_per_node: int = 8,
-                 time_limit: str = '24:00:00', max_parallel: int = 0) -> str:
-  """A SLURM job array, one task per run, each running the same command as launch/slurm_gpu.sbatch (one process
-  per node driving its GPUs, bf16 and cuDNN attention). Resubmitting resumes every unfinished run."""
-  array = f'0-{len(runs) - 1}' + (f'%{max_parallel}' if max_parallel else '')
-  cases = '\n'.join(f'  {i}) command={shlex.quote(shlex.join(_gpu(r)))} ;;' for i, r in enumerate(runs))
-  return f'''#!/usr/bin/env bash
-# Sweep {sweep.name}: {len(runs)} runs as a SLURM job array (python -m gpt_jax.sweep slurm wrote this file).
-#   sbatch {'<this file>'}        resubmitting resumes unfinished runs from their workdirs
-#SBATCH --job-name={sweep.name}
-#SBATCH --array={array}
-#SBATCH --nodes={nodes}
-#SBATCH --ntasks-per-node=1
-#SBATCH --gpus-per-node={gpus_per_node}
-#SBATCH --exclusive
-#SBATCH --time={time_limit}
-#SBATCH --signal=TERM@120
-#SBATCH --requeue
-#SBATCH --output=%x-%A_%a.out
-set -euo pipefail
-cd "${{SLURM_SUBMIT_DIR:-.}}"
-export GPT_JAX_DISTRIBUTED=1
-export XLA_PYTHON_CLIENT_MEM_FRACTION=${{XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}}
-case "$SLURM_ARRAY_TASK_ID" in
-{cases}
-  *) echo "error: no run for array index $SLURM_ARRAY_TASK_ID" >&2; exit 2 ;;
-esac
-eval "srun --kill-on-bad-exit=1 $command"
-'''
-
-
-def _gpu(run: Run) -> list[str]:
-  return run.command('.venv/bin/python') + ['--config.model.dtype=bfloat16', '--config.model.attention_impl=cudnn']
-
-
-def tpu_script(sweep: Sweep, runs: Sequence[Run], *, tpu: str, zone: str) -> str:
-  """The runs one after another on a TPU pod slice through launch/tpu_pod.sh (the same command on every worker);
-  the workdirs must be on storage every worker sees. Rerunning the script resumes where it stopped."""
-  lines = [f'launch/tpu_pod.sh {shlex.quote(tpu)} {shlex.quote(zone)} {shlex.quote(r.config)} '
-           f'{shlex.quote(r.workdir)} ' + shlex.join(r.command()[5:]) for r in runs]
-  return (f'#!/usr/bin/env bash\n# Sweep {sweep.name}: {len(runs)} runs on TPU {tpu} ({zone}), one after another '
-          f'(python -m gpt_jax.sweep tpu wrote this file).\nset -euo pipefail\n' + '\n'.join(lines) + '\n')

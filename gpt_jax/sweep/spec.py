@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 from gpt_jax import config as gcfg
 from gpt_jax import flops
 from gpt_jax.config import ConfigError
+from gpt_jax.sweep import resources as resources_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +78,7 @@ class Sweep:
   evals_per_run: int = 0  # sets train.eval_every so each run evaluates this often (0: the config's eval_every)
   keep: Callable[['Run'], bool] | None = None  # drops runs (e.g. tokens per parameter far from the frontier)
   recipe: Any = None  # a gpt_jax.sweep.recipe.Recipe: batch and beta2 per shape, warmup per run, LR rule
+  resources: Callable[[Shape], resources_lib.Resources] | None = None  # cluster allocation and mesh per shape
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +96,7 @@ class Run:
   params_total: int
   params_non_embedding: int
   params_flops: float  # the FLOP-equivalent size flops_per_token / 6, so that model FLOPs = 6 params_flops tokens
+  resources: resources_lib.Resources | None = None  # Sweep.resources(shape); its overrides are in overrides
 
   def command(self, python: str = 'python') -> list[str]:
     """The training command: the same entry point on a laptop, a SLURM node or a TPU worker."""
@@ -144,7 +147,7 @@ def _field_hint(error: TypeError) -> str:
   if 'unexpected keyword argument' not in text:
     return f'{text}; fix the file.'
   bad = text.rsplit("'", 2)[-2]
-  fields = [f.name for cls in (Sweep, Shape, ShapeRule) for f in dataclasses.fields(cls)]
+  fields = [f.name for cls in (Sweep, Shape, ShapeRule, resources_lib.Resources) for f in dataclasses.fields(cls)]
   close = difflib.get_close_matches(bad, fields, n=1)
   if close:
     return f'{text}: did you mean {close[0]!r}?'
@@ -208,9 +211,11 @@ def make_run(sweep: Sweep, shape: Shape, budget: float, lr: float | None, seed: 
   name = f'{shape.name}-{_budget_tag(sweep, budget)}' + (f'-lr{lr:g}' if lr else '') + f'-s{seed}'
   where = f'sweep {sweep.name!r}, run {name}'
   recipe = sweep.recipe
+  resources = resources_lib.check(sweep.resources(shape), where) if sweep.resources else None
   base = (dict(sweep.overrides) | shape.overrides() | (recipe.per_shape(shape) if recipe else {})
           | dict(sweep.per_shape(shape) if sweep.per_shape else {})
-          | ({'optim.peak_lr': float(lr)} if lr else {}) | {'train.seed': seed})
+          | dict(resources.overrides if resources else {}) | ({'optim.peak_lr': float(lr)} if lr else {})
+          | {'train.seed': seed})
   config = _config(sweep, base, where)
   counts = flops.count_params(config) | {'model': flops.flops_per_token(config) / 6}
   rule = recipe.rule() if recipe and not lr else None
@@ -232,7 +237,7 @@ def make_run(sweep: Sweep, shape: Shape, budget: float, lr: float | None, seed: 
                       f'of {tokens} tokens: leave it to the config (None) or scale it in Sweep.schedule.')
   return Run(name, os.path.join(sweep.root, name), sweep.config, overrides, shape, tokens,
              float(budget) if sweep.flops else None, float(config.optim.peak_lr), seed, counts['total'],
-             counts['non_embedding'], counts['model'])
+             counts['non_embedding'], counts['model'], resources)
 
 
 def _config(sweep: Sweep, overrides: dict, where: str):
