@@ -50,17 +50,19 @@ experiments-scaling: $(EXPERIMENTS)
 	test -f $(SCALING)/results/lr_rule.json || \
 	  $(VENV)/bin/python -m gpt_jax.sweep.lrscan --sweep=$(SCALING)/sweep_cpu.py --parallel=2
 	$(VENV)/bin/python -m gpt_jax.sweep run --sweep=$(SCALING)/sweep_cpu.py --parallel=2
-	$(VENV)/bin/python -m gpt_jax.sweep collect --sweep=$(SCALING)/sweep_cpu.py --output=$(SCALING)/results/runs.csv
+	$(VENV)/bin/python -m gpt_jax.sweep collect --sweep=$(SCALING)/sweep_cpu.py --output=$(SCALING)/results/runs.csv \
+	  --overwrite
 	test -f $(SCALING)/results/prediction.json || \
 	  $(VENV)/bin/python -m experiments.scaling_laws.predict --table=$(SCALING)/results/runs.csv \
 	  --output=$(SCALING)/results/prediction.json
 	$(VENV)/bin/python -m gpt_jax.sweep run --sweep=$(SCALING)/sweep_cpu.py --parallel=2
-	$(VENV)/bin/python -m gpt_jax.sweep collect --sweep=$(SCALING)/sweep_cpu.py --output=$(SCALING)/results/runs.csv
+	$(VENV)/bin/python -m gpt_jax.sweep collect --sweep=$(SCALING)/sweep_cpu.py --output=$(SCALING)/results/runs.csv \
+	  --overwrite
 	$(VENV)/bin/python -m experiments.scaling_laws.predict --table=$(SCALING)/results/runs.csv \
 	  --output=$(SCALING)/results/prediction.json --measure
 	$(VENV)/bin/python -m experiments.scaling_laws.analyze --table=$(SCALING)/results/runs.csv \
 	  --output=$(SCALING)/results/results.json --plots=$(SCALING)/plots --bootstrap=100 --bootstrap3=20 --starts=16 \
-	  --bootstrap_starts=4
+	  --bootstrap_starts=4 --overwrite
 experiments-few-shot: $(EXPERIMENTS)
 	$(VENV)/bin/python -m experiments.few_shot.run --table=experiments/scaling_laws/results/runs.csv \
 	  --runs_root=experiments/scaling_laws/runs/cpu --output=experiments/few_shot/results/results.json \

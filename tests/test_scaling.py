@@ -235,24 +235,25 @@ def test_analyze_and_predict_commands_on_a_planted_sweep(tmp_path):
   import subprocess
   import sys
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  import importlib.util
   rows = planted_table(tmp_path / 'runs.csv')
-  plots = importlib.util.find_spec('matplotlib') is not None  # requirements-experiments.txt
   run = lambda module, *args: subprocess.run(  # noqa: E731
       [sys.executable, '-m', f'experiments.scaling_laws.{module}', f'--table={tmp_path / "runs.csv"}', *args],
       capture_output=True, text=True, cwd=repo, timeout=600)
-  done = run('analyze', f'--output={tmp_path / "results.json"}', f'--plots={tmp_path / "plots" if plots else ""}',
-             '--bootstrap=5',
+  analyze = ('analyze', f'--output={tmp_path / "results.json"}', f'--plots={tmp_path / "plots"}', '--bootstrap=5',
              '--bootstrap3=0', '--starts=4')
+  done = run(*analyze)
   assert done.returncode == 0, done.stderr
   results = json.loads((tmp_path / 'results.json').read_text())
   assert results['approach2']['a'] == pytest.approx(0.5, abs=0.02) and results['params'] == 'flops'
   assert results['L(C) minima']['alpha'] > 0 and results['L(C) minima']['law'].startswith('L = ')
   assert all(not m['best_at_an_end'] for m in results['minima'])
   assert 'no bootstrap interval of E' in results['skipped']['approach3 extrapolation']
-  if plots:
-    assert sorted(os.listdir(tmp_path / 'plots')) == ['frontier.png', 'isoflop.png', 'loss_vs_compute.png',
-                                                       'loss_vs_params.png']
+  assert sorted(os.listdir(tmp_path / 'plots')) == ['frontier.png', 'isoflop.png', 'loss_vs_compute.png',
+                                                     'loss_vs_params.png']
+  again = run(*analyze)
+  assert again.returncode == 2 and again.stderr.strip() == (
+      f'error: --output={tmp_path / "results.json"} already exists: choose a new path, or pass --overwrite to '
+      f'replace it.')
   output = tmp_path / 'prediction.json'
   assert run('predict', f'--output={output}').returncode == 0
   prediction = json.loads(output.read_text())

@@ -197,7 +197,7 @@ def test_tpu_script_and_its_launcher_use_a_fresh_upload_path_per_sweep(tmp_path)
     (('--num_processes=2',), "Unknown command line flag 'num_processes'"),
     (('--zone=us-east5-a',), '--zone is not used by slurm (only by tpu): drop it.'),
     (('--nodes=4',), "--nodes: sweep 'gpt3-ladder' gives each run its own Resources (Sweep.resources)"),
-    (('--output=/no/such/dir/x.sh',), 'must be a file in an existing directory'),
+    (('--output=README.md/x.sh',), 'cannot be created: '),
 ])
 def test_impossible_or_unused_slurm_flags_are_one_sentence_before_anything_is_written(tmp_path, args, message):
   command, kwargs = _sweep_cli('slurm', '--sweep=experiments/scaling_laws/sweep_gpt3.py',
@@ -361,6 +361,12 @@ def test_two_run_sweep_runs_resumes_after_a_kill_collects_and_analyses(tiny_swee
   assert float(rows[0]['best_eval_loss']) <= float(rows[0]['final_eval_loss'])
   assert float(rows[1]['flops_6nd']) == 6 * int(rows[1]['params_total']) * 10240
   assert len(list(csv.DictReader(open(curves)))) == 4  # two evaluations per run
+  again = subprocess.run(command, **kwargs)  # the tables exist now: refused, then replaced with --overwrite
+  assert again.returncode == 2 and again.stderr.strip() == (
+      f'error: --output={table} already exists: choose a new path, or pass --overwrite to replace it.')
+  command, kwargs = _sweep_cli('collect', f'--sweep={path}', f'--output={table}', f'--curves={curves}',
+                               '--overwrite', capture_output=True, text=True)
+  assert subprocess.run(command, **kwargs).returncode == 0
 
   results = os.path.join(tmp, 'results.json')
   analysis = subprocess.run([sys.executable, '-m', 'experiments.scaling_laws.analyze', f'--table={table}',

@@ -53,6 +53,7 @@ flags.DEFINE_integer('bootstrap_starts', 64, 'L-BFGS starts of each Approach 3 b
 flags.DEFINE_float('min_tokens_per_param', 100.0, 'Kaplan\'s L(N) takes runs with at least this many tokens per '
                    'non-embedding parameter.')
 flags.DEFINE_integer('seed', 0, 'bootstrap seed.')
+cli.define_overwrite_flag()
 FLAGS = flags.FLAGS
 COLUMN = {'total': 'params_total', 'non_embedding': 'params_non_embedding', 'flops': 'params_flops'}
 MIN_SIZES = 3  # an IsoFLOP profile
@@ -201,8 +202,10 @@ def main(argv):
   if not FLAGS.output:
     raise ConfigError('--output is required: the results JSON, e.g. --output=experiments/scaling_laws/results/'
                       'results.json.')
-  if not os.path.isdir(os.path.dirname(os.path.abspath(FLAGS.output))):
-    raise ConfigError(f'--output={FLAGS.output}: its directory does not exist; create it or pick another path.')
+  cli.check_output('output', FLAGS.output)
+  if FLAGS.plots:
+    from experiments.scaling_laws import plots  # matplotlib only when plotting
+    cli.check_outputs_in('plots', FLAGS.plots, plots.FILES)
   rows, left_out = profile_rows(read_csv(FLAGS.table, 'table'))
   if not rows:
     raise ConfigError(f'--table={FLAGS.table} has no finished run of a FLOP budget with {MIN_SIZES} sizes or more.')
@@ -210,12 +213,12 @@ def main(argv):
   results, fits = fit_all(rows)
   results['left_out'] = left_out
   results['fit_seconds'] = round(time.time() - start, 1)
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
   with open(FLAGS.output, 'w', encoding='utf-8') as f:
     json.dump(results, f, indent=2)
   print(f'wrote {FLAGS.output}: {len(rows)} runs, {len(results["skipped"])} fits skipped '
         f'({results["fit_seconds"]} s)')
   if FLAGS.plots:
-    from experiments.scaling_laws import plots  # matplotlib only when plotting
     for path in plots.draw_all(FLAGS.plots, rows, fits, FLAGS.params):
       print(f'wrote {path}')
   return 0

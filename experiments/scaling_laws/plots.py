@@ -131,6 +131,9 @@ def loss_vs_params(directory, rows, fits) -> str:
   return _save(fig, directory, 'loss_vs_params.png')
 
 
+FILES = ('loss_vs_compute.png', 'isoflop.png', 'frontier.png', 'loss_vs_params.png')  # what draw_all writes
+
+
 def draw_all(directory: str, rows, fits, params: str) -> list[str]:
   os.makedirs(directory, exist_ok=True)
   paths = [loss_vs_compute(directory, rows, fits, params), isoflop(directory, rows, fits, params),

@@ -34,7 +34,7 @@ from experiments.scaling_laws import analyze, sweep_cpu
 
 flags.DEFINE_float('factor', 3.0, 'the prediction\'s budget: this multiple of the largest fitted budget.')
 flags.DEFINE_bool('measure', False, 'add the verification run\'s measured loss (from --table) to --output.')
-flags.DEFINE_bool('overwrite', False, 'replace an existing prediction.')
+cli.define_overwrite_flag()
 FLAGS = flags.FLAGS
 
 

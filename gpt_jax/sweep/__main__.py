@@ -3,7 +3,7 @@
     python -m gpt_jax.sweep list    --sweep=experiments/scaling_laws/sweep_cpu.py    the runs and their commands
     python -m gpt_jax.sweep run     --sweep=... [--parallel=2] [--gpus_per_run=1]    here; skips finished runs
     python -m gpt_jax.sweep status  --sweep=...                                      state and last losses
-    python -m gpt_jax.sweep collect --sweep=... --output=runs.csv [--curves=curves.csv]
+    python -m gpt_jax.sweep collect --sweep=... --output=runs.csv [--curves=curves.csv] [--overwrite]
     python -m gpt_jax.sweep slurm   --sweep=... --output=sweep.sh [--check] [--nodes=1 --gpus_per_node=8 ...]
     python -m gpt_jax.sweep tpu     --sweep=... --output=sweep_tpu.sh --tpu=NAME --zone=ZONE [--check]
 
@@ -19,6 +19,7 @@ import sys
 
 from absl import app, flags
 
+from gpt_jax import cli
 from gpt_jax.config import ConfigError
 from gpt_jax.sweep import cluster, collect, launch, resources, spec
 
@@ -29,7 +30,7 @@ flags.DEFINE_string('only', None, 'only the runs whose name contains this text.'
 flags.DEFINE_integer('parallel', 1, 'run: runs at a time on this host.')
 flags.DEFINE_integer('gpus_per_run', 0, 'run: GPUs given to each run (CUDA_VISIBLE_DEVICES); 0 leaves them all.')
 flags.DEFINE_string('output', None, 'collect: the CSV table; slurm / tpu: the script to write.')
-flags.DEFINE_bool('overwrite', False, 'slurm / tpu: replace an existing --output script.')
+cli.define_overwrite_flag()
 flags.DEFINE_string('curves', None, 'collect: also write every run\'s validation-loss curve to this CSV.')
 flags.DEFINE_bool('check', False, 'slurm / tpu: first compile each distinct setting for its target with the '
                   'dry-run (python -m gpt_jax.dryrun) and refuse a run that does not fit.')
@@ -49,7 +50,7 @@ FLAGS = flags.FLAGS
 _COMMON = {'sweep', 'only'}
 _DEFAULT_RESOURCES = ('nodes', 'gpus_per_node', 'gpu', 'cpus_per_task', 'time')
 USES = {'list': _COMMON, 'status': _COMMON, 'run': _COMMON | {'parallel', 'gpus_per_run'},
-        'collect': _COMMON | {'output', 'curves'},
+        'collect': _COMMON | {'output', 'overwrite', 'curves'},
         'slurm': _COMMON | {'output', 'overwrite', 'check', 'max_parallel', 'allow_cpu', *_DEFAULT_RESOURCES},
         'tpu': _COMMON | {'output', 'overwrite', 'check', 'tpu', 'zone', 'topology'}}
 
@@ -104,6 +105,7 @@ def _write_script(command: str, sweep, runs) -> int:
     text = cluster.tpu_script(sweep, runs, tpu=FLAGS.tpu, zone=FLAGS.zone, repo=REPO)
   for warning in cluster.warnings(sweep, runs, repo=REPO, tpu=command == 'tpu'):
     print(f'warning: {warning}', file=sys.stderr)
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
   with open(FLAGS.output, 'w', encoding='utf-8') as f:
     f.write(text)
   os.chmod(FLAGS.output, 0o755)
@@ -143,17 +145,13 @@ def _check_flags(command: str) -> None:
 
 
 def _check_output(command: str) -> None:
-  """collect rewrites its tables (derived from the workdirs); a script is refused over an existing file."""
+  """Every file the command writes, before anything is done: new, unless --overwrite."""
   if not FLAGS.output:
     example = {'collect': 'runs.csv', 'slurm': 'sweep.sh', 'tpu': 'sweep_tpu.sh'}[command]
     raise ConfigError(f'{command} needs --output=<file>, e.g. --output={example}.')
-  for path in (FLAGS.output, FLAGS.curves or FLAGS.output):
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent) or os.path.isdir(path):
-      raise ConfigError(f'{path} must be a file in an existing directory ({parent} is not one); pick another path.')
-  if command != 'collect' and os.path.exists(FLAGS.output) and not FLAGS.overwrite:
-    raise ConfigError(f'--output={FLAGS.output} already exists: pick another path, or pass --overwrite to replace '
-                      f'it.')
+  cli.check_output('output', FLAGS.output)
+  if FLAGS.curves:
+    cli.check_output('curves', FLAGS.curves)
 
 
 def _flags_parser(argv):

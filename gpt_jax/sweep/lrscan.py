@@ -26,7 +26,7 @@ from gpt_jax.sweep.recipe import LRRule, best_rate
 
 flags.DEFINE_string('sweep', None, 'the sweep file whose Sweep has a recipe=Recipe(learning_rate=<json file>).')
 flags.DEFINE_integer('parallel', 1, 'scan runs at a time on this host.')
-flags.DEFINE_bool('overwrite', False, 'replace an existing learning-rate rule file.')
+cli.define_overwrite_flag()
 flags.DEFINE_bool('list', False, 'print the scan runs and their commands, run nothing.')
 FLAGS = flags.FLAGS
 
