@@ -71,7 +71,11 @@ experiments-few-shot: $(EXPERIMENTS)
 quickstart: $(RUNTIME)
 	$(VENV)/bin/python -m gpt_jax.train --config=configs/tiny.py:micro --workdir=runs/quickstart
 
+# The cluster tests start a one-node SLURM: Debian's slurm-wlm and munge are installed first when missing (root).
+SBIN_PATH := $(PATH):/usr/sbin:/sbin
 test: $(DEV)
+	@PATH="$(SBIN_PATH)" command -v slurmctld >/dev/null && PATH="$(SBIN_PATH)" command -v munged >/dev/null || \
+	  $(MAKE) setup-slurm
 	$(VENV)/bin/python -m pytest -q tests
 
 bench: $(DEV)
