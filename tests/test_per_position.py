@@ -1,8 +1,11 @@
 """The per-position loss experiment: averaged over positions it is the ordinary eval loss over the whole validation
 split (sharded over 8 devices against the training loop's eval step on one device); the ICL score and the power-law
-fit on planted curves; the choice of run per model shape; bad flags end in one sentence."""
+fit on planted curves; the choice of run per model shape; two processes measure what one does; bad flags end in
+one sentence."""
 
+import csv
 import os
+import socket
 import subprocess
 import sys
 
@@ -11,6 +14,7 @@ import numpy as np
 import pytest
 
 from experiments.few_shot import per_position as pp
+from gpt_jax import checkpoint as ckpt_lib
 from gpt_jax import loop, losses
 from gpt_jax import model as gm
 from gpt_jax import sharding as gs
@@ -91,3 +95,38 @@ def test_bad_flags_end_in_one_sentence_before_any_work(tmp_path, flags, named):
   assert result.returncode == 2, result.stderr
   assert named in result.stderr and 'Traceback' not in result.stderr
   assert not out.exists()
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_measure_like_one(tmp_path):
+  config = tiny_config(**{'model.context': 128, 'model.vocab_size': 258, 'model.d_model': 32, 'model.n_heads': 2})
+  module = gm.GPTLM(config.model)
+  ckpt_lib.export_params(str(tmp_path / 'runs' / 'r0'), gm.init_params(module, jax.random.key(1)), 7, config)
+  (tmp_path / 'runs.csv').write_text(
+      'run,state,n_layers,d_model,params_non_embedding,params_flops,tokens,flops_budget,seed,final_eval_loss\n'
+      'r0,finished,2,32,25000,50000,1000000,1e12,0,5.5\n')
+  common = [sys.executable, '-m', 'experiments.few_shot.per_position', f'--table={tmp_path}/runs.csv',
+            f'--runs_root={tmp_path}/runs', '--plots=']
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
+  one = subprocess.run([*common, f'--output={tmp_path}/one.csv'], env=env, cwd=REPO, capture_output=True, text=True,
+                       timeout=300)
+  assert one.returncode == 0, one.stderr[-3000:]
+  port = _free_port()
+  env = dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=4', JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo')
+  processes = [subprocess.Popen(
+      [*common, f'--output={tmp_path}/two.csv', f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+       f'--process_id={i}'], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  outputs = [p.communicate(timeout=300)[0] for p in processes]
+  for p, out in zip(processes, outputs):
+    assert p.returncode == 0, out[-3000:]
+  a, b = (list(csv.DictReader(open(tmp_path / name))) for name in ('one.csv', 'two.csv'))
+  assert len(a) == len(b) == 1 and a[0]['chosen'] == 'True'
+  for column in a[0]:
+    if column.startswith('loss_t') or column in ('icl_score', 'mean_loss'):
+      assert float(b[0][column]) == pytest.approx(float(a[0][column]), rel=1e-4), column
