@@ -5,7 +5,6 @@ one sentence."""
 
 import csv
 import os
-import socket
 import subprocess
 import sys
 
@@ -19,7 +18,7 @@ from gpt_jax import loop, losses
 from gpt_jax import model as gm
 from gpt_jax import sharding as gs
 from gpt_jax.data import pipeline
-from tests.helpers import tiny_config
+from tests.helpers import run_on_two_processes, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,8 +76,10 @@ def _table(tmp_path, rows):
 
 
 def test_each_shape_chooses_its_longest_run_that_saw_enough_tokens(tmp_path):
-  table = _table(tmp_path, [('a-long-s1', 'finished', 2, 16, 100, 9000, 1), ('a-long-s0', 'finished', 2, 16, 100, 9000, 0),
-                            ('a-short', 'finished', 2, 16, 100, 3000, 0), ('a-failed', 'failed', 2, 16, 100, 99999, 0),
+  table = _table(tmp_path, [('a-long-s1', 'finished', 2, 16, 100, 9000, 1),
+                            ('a-long-s0', 'finished', 2, 16, 100, 9000, 0),
+                            ('a-short', 'finished', 2, 16, 100, 3000, 0),
+                            ('a-failed', 'failed', 2, 16, 100, 99999, 0),
                             ('b-under', 'finished', 2, 32, 1000, 5000, 0)])
   runs = pp.read_runs(table, str(tmp_path), min_tokens_per_param=20)
   assert {r['run']: r['chosen'] for r in runs} == {'a-short': False, 'a-long-s0': True, 'a-long-s1': False,
@@ -97,12 +98,6 @@ def test_bad_flags_end_in_one_sentence_before_any_work(tmp_path, flags, named):
   assert not out.exists()
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_measure_like_one(tmp_path):
   config = tiny_config(**{'model.context': 128, 'model.vocab_size': 258, 'model.d_model': 32, 'model.n_heads': 2})
   module = gm.GPTLM(config.model)
@@ -116,15 +111,7 @@ def test_two_processes_measure_like_one(tmp_path):
   one = subprocess.run([*common, f'--output={tmp_path}/one.csv'], env=env, cwd=REPO, capture_output=True, text=True,
                        timeout=300)
   assert one.returncode == 0, one.stderr[-3000:]
-  port = _free_port()
-  env = dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=4', JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo')
-  processes = [subprocess.Popen(
-      [*common, f'--output={tmp_path}/two.csv', f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
-       f'--process_id={i}'], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for i in range(2)]
-  outputs = [p.communicate(timeout=300)[0] for p in processes]
-  for p, out in zip(processes, outputs):
-    assert p.returncode == 0, out[-3000:]
+  run_on_two_processes([*common, f'--output={tmp_path}/two.csv'], REPO)
   a, b = (list(csv.DictReader(open(tmp_path / name))) for name in ('one.csv', 'two.csv'))
   assert len(a) == len(b) == 1 and a[0]['chosen'] == 'True'
   for column in a[0]:
