@@ -53,7 +53,8 @@ PLOT = 'per_position.png'
 
 def whole_split(config, batch_rows: int, quantum: int):
   """This process's rows of the validation split in batches of batch_rows global rows (a multiple of quantum),
-  each row exactly once, in eval order; 'weights' [rows] is 0 on the rows that pad the last batch."""
+  in eval order, as many rows as the split holds (each exactly once for a single data source; a mixture draws them
+  by its weights, as the ordinary eval does); 'weights' [rows] is 0 on the rows that pad the last batch."""
   stream = pipeline.TrainStream(config, 'validation', seed=pipeline.EVAL_SEED)
   available = sum(len(part) for part in stream.sequences)
   batch_rows = -(-batch_rows // quantum) * quantum
