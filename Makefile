@@ -67,6 +67,7 @@ experiments-few-shot: $(EXPERIMENTS)
 	$(VENV)/bin/python -m experiments.few_shot.run --table=experiments/scaling_laws/results/runs.csv \
 	  --runs_root=experiments/scaling_laws/runs/cpu --output=experiments/few_shot/results/results.json \
 	  --plots=experiments/few_shot/plots --overwrite
+	$(VENV)/bin/python -m experiments.few_shot.per_position --overwrite
 
 quickstart: $(RUNTIME)
 	$(VENV)/bin/python -m gpt_jax.train --config=configs/tiny.py:micro --workdir=runs/quickstart

@@ -1,4 +1,8 @@
-"""Shared test fixtures: tiny validated configs and a tiny random language model."""
+"""Shared test fixtures: tiny validated configs, a tiny random language model, and a command run on two processes."""
+
+import os
+import socket
+import subprocess
 
 import os
 
@@ -89,3 +93,20 @@ class SignalAt:
 
   def restore(self, state):
     self.stream.restore(state)
+
+
+def run_on_two_processes(command: list[str], cwd: str, timeout: int = 300) -> list[str]:
+  """Runs command as 2 jax processes of 4 CPU devices each over gloo on loopback; asserts both exit 0 and returns
+  their outputs (stdout and stderr together), process 0's first."""
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4', JAX_PLATFORMS='cpu',
+             JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo')
+  processes = [subprocess.Popen(
+      [*command, f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}'], env=env,
+      cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  outputs = [p.communicate(timeout=timeout)[0] for p in processes]
+  for p, out in zip(processes, outputs):
+    assert p.returncode == 0, out[-3000:]
+  return outputs

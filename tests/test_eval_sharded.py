@@ -3,7 +3,6 @@ process (8 CPU devices) and in two processes over gloo; params load from a check
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -18,7 +17,7 @@ from gpt_jax import sample
 from gpt_jax import sharding as gs
 from gpt_jax.data import tokenizer as tok_lib
 from gpt_jax.eval import fewshot, tasks
-from tests.helpers import load_lm, tiny_config
+from tests.helpers import load_lm, run_on_two_processes, tiny_config
 
 TOK = tok_lib.ByteTokenizer()
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,12 +108,6 @@ def test_a_saved_mesh_that_does_not_fit_points_to_the_flag():
     cli.inference_mesh(tiny_config(mesh__data=16, mesh__fsdp=1), None)
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_evaluate_like_one(tmp_path):
   docs = [{'text': f'def f{i}(x):\n    return x * {i} + {i * i}\n' * (1 + i % 3)} for i in range(6)]
   rolling = tasks.write_task(str(tmp_path / 'code'), tasks.TaskSpec(
@@ -128,15 +121,7 @@ def test_two_processes_evaluate_like_one(tmp_path):
   one = subprocess.run([*common, f'--output_dir={tmp_path}/one'], env=env, cwd=REPO, capture_output=True,
                        text=True, timeout=300)
   assert one.returncode == 0, one.stderr[-3000:]
-  port = _free_port()
-  env = dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=4', JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo')
-  processes = [subprocess.Popen(
-      [*common, f'--output_dir={tmp_path}/two', f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
-       f'--process_id={i}'], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for i in range(2)]
-  outputs = [p.communicate(timeout=300)[0] for p in processes]
-  for p, out in zip(processes, outputs):
-    assert p.returncode == 0, out[-3000:]
+  outputs = run_on_two_processes([*common, f'--output_dir={tmp_path}/two'], REPO)
   assert 'bits_per_byte' in outputs[0] and 'bits_per_byte' not in outputs[1]  # process 0 alone reports
   for name in ('code.0shot.json', 'sums.0shot.json'):
     a, b = (json.loads((tmp_path / run / name).read_text()) for run in ('one', 'two'))
