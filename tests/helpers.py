@@ -4,8 +4,6 @@ import os
 import socket
 import subprocess
 
-import os
-
 import jax
 
 from gpt_jax import config as gcfg
