@@ -1,5 +1,5 @@
-"""model.positions='rope': rotary queries and keys, no position table; cache decoding, shift invariance, sharding,
-config validation, parameter counts and the GPT-2 export's refusal."""
+"""model.positions='rope': rotary queries and keys, no position table; shift invariance, sharding, config validation,
+parameter counts and the GPT-2 export's refusal (KV-cache decoding: tests/test_model.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from gpt_jax import config as gcfg
-from gpt_jax import decoding
 from gpt_jax import flops
 from gpt_jax import hf
 from gpt_jax import model as gm
@@ -34,18 +33,6 @@ def test_rope_model_has_no_position_table_and_counts_match(rope):
   learned = flops.count_params(tiny_config().model)
   assert learned['total'] - counts['total'] == cfg.model.context * cfg.model.d_model
   assert learned['non_embedding'] == counts['non_embedding']
-
-
-def test_rope_kv_cache_token_by_token_equals_full_forward(rope):
-  cfg, lm, params, tokens = rope
-  full = lm.apply({'params': params}, tokens)
-  step = jax.jit(lambda p, t, c: lm.apply({'params': p}, t, cache=c))
-  cache = decoding.init_cache(cfg.model, tokens.shape[0], cfg.model.context)
-  outs = []
-  for t in range(tokens.shape[1]):
-    logits, cache = step(params, tokens[:, t:t + 1], cache)
-    outs.append(logits)
-  np.testing.assert_allclose(np.concatenate(outs, axis=1), full, atol=1e-4, rtol=1e-4)
 
 
 def test_rope_scores_depend_only_on_the_offset():
