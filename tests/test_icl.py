@@ -77,3 +77,16 @@ def test_figure_reads_the_csv_with_integer_k_ticks(tmp_path):
                                  control=control, accuracy=k / 16, ceiling=1 - 0.5**k, chance=0.1))
   png = icl_plot.draw(icl_plot.read_rows(str(path)), str(tmp_path / 'x.png'))
   assert (tmp_path / 'x.png').stat().st_size > 1000 and png.endswith('x.png')
+
+
+def test_bad_model_spec_is_refused_in_one_sentence_before_any_work(tmp_path):
+  import os
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run([sys.executable, '-m', 'experiments.few_shot.icl_run', '--models=l2-d64,l2-x',
+                           f'--output={tmp_path / "icl.csv"}', f'--models_dir={tmp_path / "models"}'],
+                          capture_output=True, text=True, timeout=300, cwd=repo)
+  assert result.returncode == 2 and result.stderr.strip() == (
+      "error: --models entry 'l2-x' must read l<layers>-d<width> with the width a multiple of 16, e.g. l2-d64.")
+  assert os.listdir(tmp_path) == []
