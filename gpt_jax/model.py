@@ -2,8 +2,9 @@
 
 Everything is a pure function of an explicit params pytree. The trunk returns hidden states; the LM logits (here)
 and the reward / value / classifier heads (heads.py) are separate modules with their own params subtrees, so one
-'trunk' checkpoint initialises any of them. Parameters and key activations carry logical axis names; only
-sharding.py maps them to mesh axes.
+'trunk' checkpoint initialises any of them. Positions enter as a learned table added to the token embeddings
+(GPT-1/2/3, the default) or, with model.positions='rope', as rotations of each head's queries and keys (no position
+parameters). Parameters and key activations carry logical axis names; only sharding.py maps them to mesh axes.
 
 Decoding uses an explicit cache pytree {'k', 'v', 'end': [batch]} (decoding.init_cache): each call appends its tokens
 at row b's offset end[b] and returns the cache with end advanced. 'k' and 'v' follow the layer layout: one

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gpt_jax import model as gm
 from experiments.few_shot import icl_data
 from experiments.few_shot import icl_eval
 from experiments.few_shot import icl_train
@@ -47,8 +48,8 @@ def test_probe_rows_repeat_a_segment_where_the_mask_says():
 
 def test_exact_match_scorer_equals_greedy_decoding():
   config = icl_train.model_config(1, 16, 128, 'rope')
-  module = icl_train.gm.GPTLM(config.model)
-  params = icl_train.gm.init_params(module, jax.random.key(0))
+  module = gm.GPTLM(config.model)
+  params = gm.init_params(module, jax.random.key(0))
   prompts = [p for p, _, _ in icl_eval.episodes(icl_data.TASKS['cipher'], 4, seed=0, n=4, shuffled=False)]
   greedy = []
   for p in prompts:  # two greedy bytes, one full forward each

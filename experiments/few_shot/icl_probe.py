@@ -20,6 +20,7 @@ import numpy as np
 from absl import app
 from absl import flags
 
+from gpt_jax import model as gm
 from gpt_jax.config import ConfigError
 from experiments.few_shot import icl_data
 from experiments.few_shot import icl_train
@@ -53,7 +54,7 @@ def main(argv):
     print(json.dumps(dict(step=step, loss=round(loss, 3), second_copy=round(float(losses[mask].mean()), 3),
                           elsewhere=round(float(losses[~mask].mean()), 3), seconds=round(seconds))), flush=True)
 
-  module = icl_train.gm.GPTLM(config.model)
+  module = gm.GPTLM(config.model)
   evaluate = jax.jit(lambda p: icl_train.per_token_loss(module, p, held_out))
   icl_train.train(config, batches, FLAGS.steps, FLAGS.lr, log_every=max(1, FLAGS.steps // FLAGS.evals),
                   on_log=on_log)

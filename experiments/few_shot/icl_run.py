@@ -22,6 +22,7 @@ from absl import flags
 
 from gpt_jax import checkpoint as ckpt_lib
 from gpt_jax import cli
+from gpt_jax import config as gcfg
 from gpt_jax import flops
 from gpt_jax.config import ConfigError
 from gpt_jax.data import sources
@@ -110,7 +111,7 @@ def main(argv):
   cli.check_output('plot', FLAGS.plot)
   cli.check_output('models_dir', FLAGS.models_dir, directory=True)
   os.makedirs(FLAGS.models_dir, exist_ok=True)
-  texts = sources.open_source('stdlib', icl_train.gcfg.default_config().data.data_dir).texts('train')
+  texts = sources.open_source('stdlib', gcfg.default_config().data.data_dir).texts('train')
   rows = []
   for spec in FLAGS.models:
     rows += train_and_score(spec, texts, ks, seeds)
