@@ -35,7 +35,8 @@ def default_config() -> ml_collections.ConfigDict:
   m.d_ff = ml_collections.FieldReference(None, field_type=int)  # MLP hidden width; None -> 4 * d_model
   m.vocab_size = 258  # real vocabulary (byte tokenizer: 256 bytes + end-of-text + pad)
   m.padded_vocab_size = ml_collections.FieldReference(None, field_type=int)  # derived: vocab_size rounded up
-  m.context = 128  # maximum sequence length (learned position embeddings)
+  m.context = 128  # maximum sequence length (the learned position table's rows)
+  m.positions = 'learned'  # 'learned' absolute position table (GPT-1/2/3) or 'rope' (rotary on queries and keys)
   m.ln_placement = 'pre'  # 'pre' (GPT-2/3: pre-LN blocks + final LN) or 'post' (GPT-1)
   m.ln_eps = 1e-5  # LayerNorm epsilon
   m.attention = 'dense'  # 'dense' causal, or 'alternating' dense / locally banded layers (GPT-3)
@@ -212,6 +213,9 @@ def _validate_model(config) -> None:
   _choice(config, 'model.ln_placement', ('pre', 'post'))
   _choice(config, 'model.attention', ('dense', 'alternating'))
   _choice(config, 'model.attention_impl', ('xla', 'cudnn'))
+  _choice(config, 'model.positions', ('learned', 'rope'))
+  if m.positions == 'rope' and m.d_head % 2:
+    _fail(f"model.positions='rope' rotates pairs of head dimensions: model.d_head={m.d_head} must be even.")
   _choice(config, 'model.remat', ('none', 'full', 'save_dots'))
   _choice(config, 'model.dtype', ('float32', 'bfloat16', 'float16'))
   _choice(config, 'model.param_dtype', ('float32', 'bfloat16'))

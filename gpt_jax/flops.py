@@ -38,7 +38,7 @@ def count_params(config, padded: bool = False) -> dict[str, int]:
                + d * c.d_ff + c.d_ff + c.d_ff * d + d  # MLP
                + 4 * d)  # two LayerNorms
   non_embedding = c.n_layers * per_layer + (2 * d if c.ln_placement == 'pre' else 0)
-  embedding = vocab * d + c.context * d + (0 if c.tie_embeddings else vocab * d)
+  embedding = vocab * d + (c.context * d if c.positions == 'learned' else 0) + (0 if c.tie_embeddings else vocab * d)
   return dict(total=non_embedding + embedding, non_embedding=non_embedding, embedding=embedding)
 
 

@@ -2,8 +2,9 @@
 
 Everything is a pure function of an explicit params pytree. The trunk returns hidden states; the LM logits (here)
 and the reward / value / classifier heads (heads.py) are separate modules with their own params subtrees, so one
-'trunk' checkpoint initialises any of them. Parameters and key activations carry logical axis names; only
-sharding.py maps them to mesh axes.
+'trunk' checkpoint initialises any of them. Positions enter as a learned table added to the token embeddings
+(GPT-1/2/3, the default) or, with model.positions='rope', as rotations of each head's queries and keys (no position
+parameters). Parameters and key activations carry logical axis names; only sharding.py maps them to mesh axes.
 
 Decoding uses an explicit cache pytree {'k', 'v', 'end': [batch]} (decoding.init_cache): each call appends its tokens
 at row b's offset end[b] and returns the cache with end advanced. 'k' and 'v' follow the layer layout: one
@@ -38,6 +39,7 @@ class ModelConfig:
   vocab_size: int
   padded_vocab_size: int
   context: int
+  positions: str
   ln_placement: str
   ln_eps: float
   attention: str
@@ -114,6 +116,18 @@ def _dense_transposed_bwd(residuals, g):
 dense_transposed.defvjp(_dense_transposed_fwd, _dense_transposed_bwd)
 
 
+def rotary(x, positions, base: float = 10000.0):
+  """Rotary position embedding (Su et al. 2021): x [batch, length, heads, d_head] rotated by angle
+  position * base^(-2i/d_head) in each pair (i, i + d_head/2), positions [batch, length]. A query-key dot product
+  then depends on the two positions only through their difference."""
+  half = x.shape[-1] // 2
+  freqs = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angles = positions[..., None, None].astype(jnp.float32) * freqs  # [batch, length, 1, half]
+  cos, sin = jnp.cos(angles), jnp.sin(angles)
+  x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
 def _dense_init(std):
   return nn.initializers.normal(stddev=std)
 
@@ -182,7 +196,10 @@ class Attention(nn.Module):
     # x: [batch, length, d_model]; layer_cache: None or (k, v), each [batch, n_heads, max_length, d_head].
     cfg = self.cfg
     names = ('act_batch', 'act_length', 'act_heads', None)
-    q, k, v = (_constrain(y, names) for y in QKVProjection(cfg, name='qkv')(x))
+    q, k, v = QKVProjection(cfg, name='qkv')(x)
+    if cfg.positions == 'rope':
+      q, k = rotary(q, ctx['positions']), rotary(k, ctx['positions'])
+    q, k, v = (_constrain(y, names) for y in (q, k, v))
     new_cache = None
     if layer_cache is not None:
       # The cache is heads-major, [batch, n_heads, max_length, d_head]: attention reads it without a transpose,
@@ -277,8 +294,9 @@ class Transformer(nn.Module):
     cfg = self.cfg = ModelConfig.of(self.config)
     self.wte = nn.Embed(cfg.padded_vocab_size, cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                         embedding_init=_logical(_dense_init(cfg.init_std), ('vocab', 'embed')))
-    self.wpe = self.param('wpe', _logical(_dense_init(cfg.init_std), (None, 'embed')), (cfg.context, cfg.d_model),
-                          jnp.dtype(cfg.param_dtype))
+    if cfg.positions == 'learned':
+      self.wpe = self.param('wpe', _logical(_dense_init(cfg.init_std), (None, 'embed')),
+                            (cfg.context, cfg.d_model), jnp.dtype(cfg.param_dtype))
     block = Block
     if cfg.remat != 'none':
       block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
@@ -312,13 +330,15 @@ class Transformer(nn.Module):
                  q_segment=segment_ids, k_segment=segment_ids)
       ctx['k_pos'] = ctx['q_pos']
       layer_caches = None
+    ctx['positions'] = positions
     # Gathering rows from a vocab/FSDP-sharded table makes the partitioner replicate it anyway; doing so explicitly
     # (the same all-gather FSDP does for every matmul) avoids its slow fallback. Likewise for the position table.
     table = _constrain(self.wte.embedding, (None, None))
     # mode='clip': an id past the table (a tokenizer's pad id beyond the decoding layout's trimmed vocabulary) reads
     # a real row instead of NaN; such positions are padding, masked out of attention and never scored.
-    x = (jnp.take(table, tokens, axis=0, mode='clip').astype(cfg.dtype)
-         + jnp.take(_constrain(self.wpe, (None, None)), positions, axis=0).astype(cfg.dtype))
+    x = jnp.take(table, tokens, axis=0, mode='clip').astype(cfg.dtype)
+    if cfg.positions == 'learned':
+      x = x + jnp.take(_constrain(self.wpe, (None, None)), positions, axis=0).astype(cfg.dtype)
     x = _constrain(self.drop(x), ('act_batch', 'act_length', 'act_embed'))
     windows = cfg.layer_windows()
     if cfg.scan_layers:

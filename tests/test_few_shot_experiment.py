@@ -69,3 +69,30 @@ def test_plots_mark_cut_prompts_and_tick_k_in_integers(results, tmp_path, monkey
                            f'--plots={tmp_path / "plots"}'], capture_output=True, text=True, timeout=300, cwd=REPO)
   assert result.returncode == 0, result.stderr[-3000:]
   assert sorted(os.listdir(tmp_path / 'plots')) == sorted(plots.FILES)
+
+
+def test_runs_list_evaluates_an_imported_gpt2_and_an_export_and_refuses_a_directory_without_config(tmp_path):
+  from tests.helpers import tiny_gpt2
+  hf_dir = tmp_path / 'hf'
+  hf_dir.mkdir()
+  tiny_gpt2(str(hf_dir))
+  result = subprocess.run([sys.executable, '-m', 'gpt_jax.hf', 'import', f'--hf_dir={hf_dir}',
+                           f'--workdir={tmp_path / "gpt2"}'], capture_output=True, text=True, timeout=300, cwd=REPO)
+  assert result.returncode == 0, result.stderr[-3000:]
+  config = tiny_config(model__n_layers=1, model__context=128)
+  ckpt.export_params(str(tmp_path / 'small'), gm.init_params(gm.GPTLM(config.model), jax.random.key(0)), 1, config)
+  runs = [str(tmp_path / 'gpt2'), str(tmp_path / 'small')]
+  output = tmp_path / 'out' / 'results.json'
+  command = [sys.executable, '-m', 'experiments.few_shot.run', f'--output={output}', '--n=2', '--seeds=1']
+  result = subprocess.run(command + [f'--runs={",".join(runs)}'], capture_output=True, text=True, timeout=600,
+                          cwd=REPO)
+  assert result.returncode == 0, result.stderr[-3000:]
+  written = json.loads(output.read_text())
+  assert written['models'] == ['small', 'gpt2']  # smallest first
+  assert {r['model'] for r in written['rows']} == {'small', 'gpt2'}
+  assert all(r['params_non_embedding'] > 0 for r in written['rows'])
+  result = subprocess.run(command + ['--overwrite', f'--runs={runs[0]},{tmp_path}'], capture_output=True, text=True,
+                          timeout=300, cwd=REPO)
+  assert result.returncode == 2 and result.stderr.strip() == (
+      f'error: --runs entry {tmp_path} holds no config.json: pass run directories written by gpt_jax.train or '
+      f'exports (python -m gpt_jax.hf import --workdir=...).')

@@ -66,9 +66,9 @@ def test_local_band_limits_receptive_field():
   assert not np.allclose(dense[:, 8:], alt[:, 8:], atol=1e-4)
 
 
-@pytest.mark.parametrize('attention', ['dense', 'alternating'])
-def test_kv_cache_token_by_token_equals_full_forward(attention):
-  cfg, lm, params, tokens = _setup(model__attention=attention, model__local_window=5)
+@pytest.mark.parametrize('attention,positions', [('dense', 'learned'), ('alternating', 'learned'), ('dense', 'rope')])
+def test_kv_cache_token_by_token_equals_full_forward(attention, positions):
+  cfg, lm, params, tokens = _setup(model__attention=attention, model__local_window=5, model__positions=positions)
   full = lm.apply({'params': params}, tokens)
   step = jax.jit(lambda p, t, c: lm.apply({'params': p}, t, cache=c))
   cache = decoding.init_cache(cfg.model, tokens.shape[0], cfg.model.context)

@@ -9,6 +9,10 @@ in the table's truncated column (of `prompts` scored) and drawn hollow in the pl
         --plots=experiments/few_shot/plots --overwrite
 
 The models are the scaling sweep's checkpoints: per model shape, its finished run with the lowest validation loss.
+Or any list of run or export directories, e.g. GPT-2 small..xl imported with `python -m gpt_jax.hf import`:
+
+    python -m experiments.few_shot.run --runs=runs/gpt2,runs/gpt2-medium,runs/gpt2-large,runs/gpt2-xl \
+        --output=runs/gpt2_few_shot/results.json --plots=runs/gpt2_few_shot/plots
 A standard error is over test items, each item's score first averaged over the demonstration seeds (K = 0 has no
 demonstrations and runs once).
 """
@@ -23,7 +27,9 @@ import time
 import numpy as np
 from absl import flags
 
+from gpt_jax import checkpoint as ckpt_lib
 from gpt_jax import cli
+from gpt_jax import flops
 from gpt_jax.config import ConfigError
 from gpt_jax.data import sources
 from gpt_jax.data import tokenizer as tok_lib
@@ -33,6 +39,8 @@ from experiments.few_shot import tasks as fs_tasks
 
 flags.DEFINE_string('table', None, 'the scaling sweep\'s runs CSV (python -m gpt_jax.sweep collect).')
 flags.DEFINE_string('runs_root', None, 'the directory holding the sweep\'s run workdirs.')
+flags.DEFINE_list('runs', [], 'instead of --table and --runs_root: run or export directories to evaluate (e.g. '
+                  'GPT-2 checkpoints imported with python -m gpt_jax.hf import).')
 flags.DEFINE_string('output', None, 'results JSON to write (a CSV of the same rows is written beside it).')
 flags.DEFINE_string('plots', None, 'directory for the PNGs; empty: no plots.')
 cli.define_overwrite_flag()
@@ -61,6 +69,20 @@ def pick_models(table: str, root: str) -> list[dict]:
   for r in models:
     r['workdir'] = os.path.join(root, r['run'])
   return models
+
+
+def listed_models(runs: list[str]) -> list[dict]:
+  """--runs: each directory's model with its parameter counts (from its config.json), smallest first; the
+  validation loss is unknown (NaN)."""
+  models = []
+  for workdir in runs:
+    if not os.path.isfile(os.path.join(workdir, ckpt_lib.CONFIG_FILE)):
+      raise ConfigError(f'--runs entry {workdir} holds no {ckpt_lib.CONFIG_FILE}: pass run directories written by '
+                        f'gpt_jax.train or exports (python -m gpt_jax.hf import --workdir=...).')
+    counts = flops.count_params(ckpt_lib.load_config(workdir))
+    models.append(dict(run=os.path.basename(os.path.normpath(workdir)), workdir=workdir, final_eval_loss='nan',
+                       params_non_embedding=counts['non_embedding'], params_total=counts['total']))
+  return sorted(models, key=lambda m: m['params_non_embedding'])
 
 
 def score(task, k: int, scorer, tokenizer, seeds: list[int], n: int) -> dict:
@@ -112,10 +134,13 @@ def main(argv):
   if FLAGS.plots:
     from experiments.few_shot import plots  # matplotlib only when plotting
     cli.check_outputs_in('plots', FLAGS.plots, plots.FILES)
-  models = pick_models(FLAGS.table, FLAGS.runs_root)
+  if FLAGS.runs and (FLAGS.table or FLAGS.runs_root):
+    raise ConfigError('--runs replaces --table and --runs_root: pass either the run directories or the sweep table.')
+  models = listed_models(FLAGS.runs) if FLAGS.runs else pick_models(FLAGS.table, FLAGS.runs_root)
   first = cli.load_model(None, models[0]['workdir'], 'checkpoint')[0]
   words = fs_tasks.short_words(sources.open_source('stdlib', first.data.data_dir).texts('train'))
-  task_dir = os.path.join(FLAGS.runs_root, 'few_shot_tasks')
+  task_dir = os.path.join(os.path.dirname(os.path.abspath(FLAGS.output)) if FLAGS.runs else FLAGS.runs_root,
+                          'few_shot_tasks')
   loaded = {name: tasks_lib.load_task(path) for name, path in fs_tasks.write_all(task_dir, words).items()}
   rows, timing = [], {}
   for model in models:

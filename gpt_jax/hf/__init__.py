@@ -154,6 +154,7 @@ def check_expressible(config) -> None:
   m = config.model
   rules = [(m.ln_placement == 'pre', f"model.ln_placement={m.ln_placement!r} (GPT-2 is 'pre')"),
            (m.attention == 'dense', f"model.attention={m.attention!r} (GPT-2 is 'dense')"),
+           (m.positions == 'learned', f"model.positions={m.positions!r} (GPT-2 learns a position table)"),
            (m.tie_embeddings, 'model.tie_embeddings=False (GPT-2 ties its head to the embedding)'),
            (m.n_heads * m.d_head == m.d_model,
             f'model.n_heads * model.d_head = {m.n_heads * m.d_head} != model.d_model={m.d_model}')]

@@ -1,0 +1,113 @@
+"""Byte-level data for the in-context learning experiment: the induction probe's rows and the K-shot task
+families, each with parameters drawn per sequence, mixed with windows of the stdlib corpus.
+
+Formats are compact so that K = 16 demonstrations fit a 128-byte context (one demonstration is an input, a
+separator, an output and a space):
+
+  recall  'c7 '      a letter key -> a digit; the map is drawn per sequence over 8 of the 26 letters
+  cipher  'ab:qx '   2-letter words over 6 letters, each letter substituted by a per-sequence map into a-z
+  add     '37=2 '    (a + b + offset) mod 10 with a per-sequence offset in 1..9
+
+A task's episode is a list of (input, output) pairs sharing one drawn parameter; a training row concatenates an
+episode's demonstrations until the row is full, so every position of the row sees 0..K earlier demonstrations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import string
+from typing import Callable
+
+import numpy as np
+
+LETTERS = string.ascii_lowercase
+ALPHABET_LOW, ALPHABET_SIZE = 32, 200  # the probe's symbols: byte ids 32..231
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """A task family: draw(rng) -> a per-sequence example function ex(rng) -> (input, output)."""
+  name: str
+  separator: str
+  draw: Callable[[np.random.Generator], Callable[[np.random.Generator], tuple[str, str]]]
+  chance: float  # accuracy of a uniform guess over the output space
+
+  def demo(self, x: str, y: str) -> str:
+    return f'{x}{self.separator}{y} '
+
+
+def _recall(rng):
+  keys = rng.choice(list(LETTERS), 8, replace=False)
+  values = rng.integers(0, 10, 8)
+  def example(rng):
+    i = rng.integers(8)
+    return keys[i], str(values[i])
+  return example
+
+
+def _cipher(rng):
+  source = rng.choice(list(LETTERS), 6, replace=False)
+  target = rng.choice(list(LETTERS), 6, replace=False)
+  table = dict(zip(source, target))
+  def example(rng):
+    word = ''.join(rng.choice(source, 2))
+    return word, ''.join(table[c] for c in word)
+  return example
+
+
+def _add(rng):
+  offset = int(rng.integers(1, 10))
+  def example(rng):
+    a, b = rng.integers(0, 10, 2)
+    return f'{a}{b}', str((a + b + offset) % 10)
+  return example
+
+
+TASKS = {t.name: t for t in (Task('recall', '', _recall, 1 / 10), Task('cipher', ':', _cipher, 1 / 26**2),
+                             Task('add', '=', _add, 1 / 10))}
+
+
+def task_row(task: Task, rng: np.random.Generator, length: int) -> bytes:
+  """One training row of `length` bytes: one episode's demonstrations back to back, the first cut at a random
+  offset (so a row does not always start on a demonstration boundary)."""
+  example = task.draw(rng)
+  text, skip = '', int(rng.integers(0, 6))
+  while len(text) < length + skip:
+    text += task.demo(*example(rng))
+  return text[skip:skip + length].encode()
+
+
+def corpus_row(texts, rng: np.random.Generator, length: int) -> bytes:
+  """A random `length`-byte window of a random document long enough to hold one."""
+  while True:
+    data = texts[int(rng.integers(len(texts)))].encode()
+    if len(data) >= length:
+      start = int(rng.integers(0, len(data) - length + 1))
+      return data[start:start + length]
+
+
+def mixed_batch(texts, rng: np.random.Generator, batch: int, length: int, corpus_fraction: float) -> np.ndarray:
+  """[batch, length] int32: each row is a corpus window with probability corpus_fraction, else a task row of a
+  task drawn uniformly."""
+  names = list(TASKS)
+  rows = []
+  for _ in range(batch):
+    if rng.random() < corpus_fraction:
+      rows.append(corpus_row(texts, rng, length))
+    else:
+      rows.append(task_row(TASKS[names[int(rng.integers(len(names)))]], rng, length))
+  return np.frombuffer(b''.join(rows), np.uint8).reshape(batch, length).astype(np.int32)
+
+
+def probe_batch(rng: np.random.Generator, batch: int, length: int, segment: int) -> tuple[np.ndarray, np.ndarray]:
+  """The induction probe: rows of uniform random symbols (ALPHABET_SIZE of them) ending with a segment of random
+  length in [segment // 3, segment) written twice, so the copy offset varies per row and only content-based
+  induction predicts the second copy. Returns tokens [batch, length] and a mask of the second copy's positions
+  after its first symbol (the targets induction predicts) in target coordinates [batch, length - 1]."""
+  tokens = rng.integers(ALPHABET_LOW, ALPHABET_LOW + ALPHABET_SIZE, (batch, length)).astype(np.int32)
+  mask = np.zeros((batch, length - 1), bool)
+  for row in range(batch):
+    n = int(rng.integers(segment // 3, segment))
+    tokens[row, length - n:] = tokens[row, length - 2 * n:length - n]
+    mask[row, length - n:] = True  # target t + 1 >= length - n + 1
+  return tokens, mask
