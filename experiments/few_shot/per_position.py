@@ -35,15 +35,20 @@ from gpt_jax import sharding as gs
 from gpt_jax.config import ConfigError
 from gpt_jax.data import pipeline
 
-flags.DEFINE_string('table', 'experiments/scaling_laws/results/runs.csv',
-                    'the scaling sweep\'s runs CSV (python -m gpt_jax.sweep collect).')
-flags.DEFINE_string('runs_root', 'experiments/scaling_laws/runs/cpu', 'the directory holding the sweep\'s workdirs.')
-flags.DEFINE_string('output', 'experiments/few_shot/results/per_position.csv', 'the CSV to write.')
-flags.DEFINE_string('plots', 'experiments/few_shot/plots', 'directory for per_position.png; empty: no plot.')
-flags.DEFINE_float('min_tokens_per_param', 20.0, 'a model shape\'s chosen run must have seen at least this many '
-                   'training tokens per non-embedding parameter; shapes with none are measured but not chosen.')
-flags.DEFINE_integer('batch_rows', 64, 'validation sequences per forward pass (rounded up to the batch shards).')
-cli.define_overwrite_flag()
+
+def define_flags() -> None:
+  """The command's flags, defined when it runs (tests import this module beside others that define --output)."""
+  flags.DEFINE_string('table', 'experiments/scaling_laws/results/runs.csv',
+                      'the scaling sweep\'s runs CSV (python -m gpt_jax.sweep collect).')
+  flags.DEFINE_string('runs_root', 'experiments/scaling_laws/runs/cpu', 'the directory holding the sweep\'s workdirs.')
+  flags.DEFINE_string('output', 'experiments/few_shot/results/per_position.csv', 'the CSV to write.')
+  flags.DEFINE_string('plots', 'experiments/few_shot/plots', 'directory for per_position.png; empty: no plot.')
+  flags.DEFINE_float('min_tokens_per_param', 20.0, 'a model shape\'s chosen run must have seen at least this many '
+                     'training tokens per non-embedding parameter; shapes with none are measured but not chosen.')
+  flags.DEFINE_integer('batch_rows', 64, 'validation sequences per forward pass (rounded up to the batch shards).')
+  cli.define_overwrite_flag()
+
+
 FLAGS = flags.FLAGS
 
 LATE, EARLY = (100, 127), (10, 20)  # 0-based positions, inclusive, of a 128-token context
@@ -233,4 +238,5 @@ def _cell(value):
 
 
 if __name__ == '__main__':
+  define_flags()
   cli.run_main(main)
