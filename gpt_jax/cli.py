@@ -173,12 +173,12 @@ def define_workdir_flag() -> None:
     flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and TensorBoard logs.')
 
 
-def check_workdir(workdir: str | None) -> None:
-  """A training command's --workdir: given, and a directory when it exists."""
+def check_workdir(workdir: str | None, flag: str = 'workdir') -> None:
+  """A training command's --workdir (or the --<flag> holding its runs): given, and a directory when it exists."""
   if not workdir:
-    raise ConfigError('--workdir is required: the directory for checkpoints and logs, e.g. --workdir=runs/x.')
+    raise ConfigError(f'--{flag} is required: the directory for checkpoints and logs, e.g. --{flag}=runs/x.')
   if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise ConfigError(f'--workdir={workdir} is a file, not a directory: pass a new or existing run directory.')
+    raise ConfigError(f'--{flag}={workdir} is a file, not a directory: pass a new or existing run directory.')
 
 
 def run_record(config, tokenizer) -> dict:
