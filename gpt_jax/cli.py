@@ -157,7 +157,8 @@ def _flag_error_message(error: Exception, argv) -> str:
     config = gcfg.load_config_file(spec)
     for arg in argv:
       if arg.startswith('--config.'):
-        gcfg.check_key(config, arg[len('--config.'):].split('=', 1)[0])
+        key, sep, value = arg[len('--config.'):].partition('=')
+        gcfg.check_key(config, key, value if sep else None)
   except ConfigError as config_error:
     return str(config_error)
   # The file loads and every key exists: a value did not parse as its field's type (or another flag is wrong).
