@@ -13,8 +13,8 @@ import pytest
 
 from gpt_jax.sweep import attempt
 from tests.slurm_cluster import slurm  # noqa: F401  (the fixture)
-from tests.test_train_process import FLAGS, _assert_equal, _command, _env, _final_params
-from tests.test_train_process import data_dir, straight  # noqa: F401  (fixtures: the corpus, one process's run)
+from tests import train_runs
+from tests.train_runs import FLAGS, assert_equal, final_params
 from tests.helpers import load_lm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -111,7 +111,7 @@ def test_scancel_mid_run_then_resubmit_resumes_and_reads_as_one_uninterrupted_ru
   assert [r['step'] for r in records if 'train/loss' in r] == list(range(1, RUN_STEPS + 1))
   assert [a['exit_code'] for a in attempt.read_attempts(workdir)] == [first[0]['exit_code'], 0]
   # Resumed == uninterrupted: the same run in the job array that ran in one go.
-  _assert_equal(_params(workdir, RUN_STEPS), _params(os.path.join(finished_sweep[0], RUN), RUN_STEPS))
+  assert_equal(_params(workdir, RUN_STEPS), _params(os.path.join(finished_sweep[0], RUN), RUN_STEPS))
 
 
 def _params(workdir, steps):
@@ -133,26 +133,27 @@ ATOL = 5e-5
 
 def _two_task_env(slurm):
   # 4 CPU devices per process, 8 in all as in `straight`, one process's run; gloo for the cross-process collectives.
-  return dict(slurm.env, **_env(devices=4, JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo'))
+  return dict(slurm.env, **train_runs.env(devices=4, JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo'))
 
 
-def test_srun_two_tasks_find_each_other_through_slurm_and_equal_one_process(slurm, data_dir, straight, tmp_path):
+def test_srun_two_tasks_find_each_other_through_slurm_and_equal_one_process(slurm, train_data_dir, straight,
+                                                                            tmp_path):
   workdir = str(tmp_path / 'two')
   env = dict(_two_task_env(slurm), GPT_JAX_DISTRIBUTED='1')
   job = slurm.run('srun', '--ntasks=2', '--cpus-per-task=1', '--kill-on-bad-exit=1', '--label',
-                  *_command(workdir, data_dir), env=env, cwd=REPO, timeout=600)
+                  *train_runs.command(workdir, train_data_dir), env=env, cwd=REPO, timeout=600)
   assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
   assert "0: mesh {'data': 1, 'fsdp': 8, 'tensor': 1}" in job.stdout and '1: mesh' not in job.stdout
-  _assert_equal(_final_params(workdir), _final_params(straight), atol=ATOL)
+  assert_equal(final_params(workdir), final_params(straight), atol=ATOL)
 
 
-def test_slurm_gpu_sbatch_refuses_a_cpu_venv_unless_allowed_then_equals_one_process(slurm, data_dir, straight,
+def test_slurm_gpu_sbatch_refuses_a_cpu_venv_unless_allowed_then_equals_one_process(slurm, train_data_dir, straight,
                                                                                   tmp_path):
   env = _two_task_env(slurm)
   workdir = str(tmp_path / 'two')
   options = ['--ntasks-per-node=2', '--cpus-per-task=1', f'--output={tmp_path}/%j.out']
   script = os.path.join(REPO, 'launch', 'slurm_gpu.sbatch')
-  args = ['configs/tiny.py:nano', workdir, *FLAGS[1:], f'--config.data.data_dir={data_dir}', *FLOAT32]
+  args = ['configs/tiny.py:nano', workdir, *FLAGS[1:], f'--config.data.data_dir={train_data_dir}', *FLOAT32]
   refused = slurm.run('sbatch', '--wait', *options, script, *args, env=env, cwd=REPO, timeout=600)
   (job,) = slurm.job_ids(refused.stdout)
   text = open(tmp_path / f'{job}.out').read()
@@ -163,4 +164,4 @@ def test_slurm_gpu_sbatch_refuses_a_cpu_venv_unless_allowed_then_equals_one_proc
   (job,) = slurm.job_ids(allowed.stdout)
   text = open(tmp_path / f'{job}.out').read()
   assert allowed.returncode == 0 and text.count("mesh {'data': 1, 'fsdp': 8, 'tensor': 1}") == 1, text[-3000:]
-  _assert_equal(_final_params(workdir), _final_params(straight), atol=ATOL)
+  assert_equal(final_params(workdir), final_params(straight), atol=ATOL)
