@@ -55,7 +55,7 @@ class JaxSide:
                    vocab_size=s['vocab'])
     c.train.update(batch_tokens=s['pairs'] * 2 * length, total_tokens=10**9)
     c.optim.update(peak_lr=s['lr'], warmup_tokens=0, clip=0.0, weight_decay=0.0)
-    c.rlhf.update(beta=s['beta'])
+    c.rlhf.dpo.beta = s['beta']
     c.mesh.update(fsdp=1, data=1)
     config = gcfg.validate(c)
     mesh = gs.make_mesh(config.mesh)

@@ -47,8 +47,8 @@ class JaxSide:
                    context=context)
     c.train.update(batch_tokens=S['episodes'] * context, total_tokens=10**9)
     c.optim.update(peak_lr=S['lr'], warmup_tokens=0, final_lr_fraction=1.0, clip=0.0, weight_decay=0.0)
-    c.rlhf.update(max_prompt_tokens=S['prompt'], response_tokens=S['response'], ppo_epochs=S['epochs'],
-                  minibatches=S['minibatches'], kl_coef=S['kl'], missing_eos_penalty=0.0)
+    c.rlhf.update(max_prompt_tokens=S['prompt'], response_tokens=S['response'])
+    c.rlhf.ppo.update(epochs=S['epochs'], minibatches=S['minibatches'], kl_coef=S['kl'], missing_eos_penalty=0.0)
     c.mesh.update(data=1, fsdp=1)
     config = gcfg.validate(c)
     mesh = gs.make_mesh(config.mesh)

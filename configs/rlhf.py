@@ -2,7 +2,7 @@
 
 The model shape and tokenizer come from rlhf.init_from (the run the stage starts from); the shape below (the
 tiny micro model) is used only for a random start. Batches are in tokens as everywhere: a row is one example
-(SFT: one sequence; reward: max_responses sequences; DPO: a chosen and a rejected sequence; classify: one
+(SFT: one sequence; reward: rlhf.reward.max_responses sequences; DPO: a chosen and a rejected sequence; classify: one
 sequence per text order or choice; PPO: one episode), so train.batch_tokens = rows x sequences per row x
 model.context; PPO runs train.total_tokens / train.batch_tokens updates.
 rlhf.epochs sets the run length; the schedule (2% warmup, cosine to 10% of peak) follows it.
@@ -34,7 +34,7 @@ def get_config(stage: str = 'sft'):
     o.peak_lr = 2e-4  # GPT-1: 6.25e-5 with batch 32, 3 epochs
     r.epochs = 3.0
   elif stage == 'reward':
-    t.batch_tokens = 16 * r.max_responses * m.context  # InstructGPT: 64 prompts
+    t.batch_tokens = 16 * r.reward.max_responses * m.context  # InstructGPT: 64 prompts
     o.peak_lr = 1e-4  # InstructGPT (6B): 9e-6
     r.epochs = 2.0  # InstructGPT: 1 (more overfits at scale)
   elif stage == 'dpo':
@@ -48,9 +48,9 @@ def get_config(stage: str = 'sft'):
     o.peak_lr, o.warmup_tokens, o.final_lr_fraction = 2e-5, 0, 1.0  # constant (InstructGPT: policy constant)
     o.clip = 0.0
     r.response_tokens, r.temperature = 8, 0.7  # LHP: 24 tokens at 0.7
-    r.ppo_epochs, r.minibatches = 4, 4  # LHP: 4 x 1; InstructGPT: 1 x 8
-    r.kl_coef = 0.05  # TRL: 0.05 fixed; InstructGPT: 0.02; LHP: 0.15 adaptive
-    r.ptx_coef, r.ptx_rows = 1.0, 8  # InstructGPT: 27.8 with 8x the pretraining examples
+    r.ppo.epochs, r.ppo.minibatches = 4, 4  # LHP: 4 x 1; InstructGPT: 1 x 8
+    r.ppo.kl_coef = 0.05  # TRL: 0.05 fixed; InstructGPT: 0.02; LHP: 0.15 adaptive
+    r.ppo.ptx_coef, r.ppo.ptx_rows = 1.0, 8  # InstructGPT: 27.8 with 8x the pretraining examples
     c.checkpoint.every_steps = 20
     t.log_every = 1  # every update; the KL alone is fetched between log steps
   return c

@@ -136,13 +136,13 @@ def save_config(workdir: str, config: ml_collections.ConfigDict, run_record: dic
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The validated config.json of a run or export directory. Fields it lacks (it was written by an older gpt_jax)
-  take their defaults."""
+  take their defaults; fields it holds under their old names are moved to their new places (gcfg.migrate)."""
   path = epath.Path(workdir) / CONFIG_FILE
   if not path.exists():
     raise gcfg.ConfigError(f'{path} does not exist: pass a run directory written by gpt_jax.train or an '
                            f'export_params directory.')
   config = gcfg.default_config()
-  config.update(ml_collections.ConfigDict(json.loads(path.read_text())))
+  config.update(ml_collections.ConfigDict(gcfg.migrate(json.loads(path.read_text()))))
   return gcfg.validate(config)
 
 

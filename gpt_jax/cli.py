@@ -157,7 +157,8 @@ def _flag_error_message(error: Exception, argv) -> str:
     config = gcfg.load_config_file(spec)
     for arg in argv:
       if arg.startswith('--config.'):
-        gcfg.check_key(config, arg[len('--config.'):].split('=', 1)[0])
+        key, sep, value = arg[len('--config.'):].partition('=')
+        gcfg.check_key(config, key, value if sep else None)
   except ConfigError as config_error:
     return str(config_error)
   # The file loads and every key exists: a value did not parse as its field's type (or another flag is wrong).
@@ -173,12 +174,12 @@ def define_workdir_flag() -> None:
     flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and TensorBoard logs.')
 
 
-def check_workdir(workdir: str | None) -> None:
-  """A training command's --workdir: given, and a directory when it exists."""
+def check_workdir(workdir: str | None, flag: str = 'workdir') -> None:
+  """A training command's --workdir (or the --<flag> holding its runs): given, and a directory when it exists."""
   if not workdir:
-    raise ConfigError('--workdir is required: the directory for checkpoints and logs, e.g. --workdir=runs/x.')
+    raise ConfigError(f'--{flag} is required: the directory for checkpoints and logs, e.g. --{flag}=runs/x.')
   if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise ConfigError(f'--workdir={workdir} is a file, not a directory: pass a new or existing run directory.')
+    raise ConfigError(f'--{flag}={workdir} is a file, not a directory: pass a new or existing run directory.')
 
 
 def run_record(config, tokenizer) -> dict:

@@ -96,7 +96,8 @@ def default_config() -> ml_collections.ConfigDict:
   ms.dcn_data = 1  # data-parallel axis size across slices (DCN)
   ms.dcn_fsdp = 1  # FSDP axis size across slices (DCN)
 
-  # Fine-tuning stages (gpt_jax.rlhf: sft, classify, reward, dpo); pretraining ignores this section.
+  # Fine-tuning stages (gpt_jax.rlhf: sft, classify, reward, dpo, ppo); pretraining ignores this section. The fields
+  # here are shared by every stage (data and sampling); each stage's own settings are in its subsection.
   c.rlhf = r = ml_collections.ConfigDict()
   r.init_from = ''  # run or export dir the stage starts from; its model shape and tokenizer are used; '' = random
   r.data = 'toy'  # training data: 'toy' (the embedded task), a .jsonl file, or 'tfds:<name>[:<split>]'
@@ -105,38 +106,48 @@ def default_config() -> ml_collections.ConfigDict:
   r.epochs = 0.0  # > 0: train.total_tokens becomes epochs x the data's rows; 0: train.total_tokens as set
   r.max_prompt_tokens = 64  # prompts longer than this are cut from the left (and counted)
   r.skip_bad_lines = False  # skip and count malformed data lines instead of stopping at the first one
-  r.pack = False  # SFT: pack several examples into each row, kept apart by segment ids
-  r.max_responses = 4  # reward model: response slots per prompt (rankings of K = 2..max_responses)
-  r.lm_coef = 0.5  # GPT-1 fine-tuning: lambda of the auxiliary LM loss, L3 = L2 + lambda * L1 (0: off)
-  r.beta = 0.1  # DPO: strength of the implicit KL constraint to the reference policy
-  r.dpo_loss = 'sigmoid'  # DPO loss: 'sigmoid', 'hinge', 'ipo' or 'robust' (label-smoothed sigmoid)
-  r.label_smoothing = 0.0  # DPO 'robust' / 'sigmoid': assumed fraction of flipped preference labels
-  r.nll_coef = 0.0  # DPO: weight of an NLL term on the chosen responses (0: off)
-  r.precompute_ref = False  # DPO: score the data with the reference once, then train without it in memory
-  r.norm_samples = 256  # reward model: reference-policy samples that set the score gain and bias (0: no sampling)
   r.response_tokens = 16  # most tokens sampled per response (reward normalisation samples, PPO rollouts)
   r.temperature = 1.0  # sampling temperature of those responses (PPO: old, new and reference log-probs use it too)
+
+  r.sft = rs = ml_collections.ConfigDict()
+  rs.pack = False  # pack several examples into each row, kept apart by segment ids
+
+  r.classify = rc = ml_collections.ConfigDict()
+  rc.lm_coef = 0.5  # GPT-1 fine-tuning: lambda of the auxiliary LM loss, L3 = L2 + lambda * L1 (0: off)
+
+  r.reward = rr = ml_collections.ConfigDict()
+  rr.max_responses = 4  # response slots per prompt (rankings of K = 2..max_responses)
+  rr.norm_samples = 256  # reference-policy samples that set the score gain and bias (0: no sampling)
+
+  r.dpo = rd = ml_collections.ConfigDict()
+  rd.beta = 0.1  # strength of the implicit KL constraint to the reference policy
+  rd.loss = 'sigmoid'  # 'sigmoid', 'hinge', 'ipo' or 'robust' (label-smoothed sigmoid)
+  rd.label_smoothing = 0.0  # 'robust' / 'sigmoid': assumed fraction of flipped preference labels
+  rd.nll_coef = 0.0  # weight of an NLL term on the chosen responses (0: off)
+  rd.precompute_ref = False  # score the data with the reference once, then train without it in memory
+
   # PPO (gpt_jax.rlhf.ppo): train.batch_tokens / model.context episodes per update, train.total_tokens the length.
-  r.policy_from = ''  # PPO: the SFT run the policy and the reference start from
-  r.reward_from = ''  # PPO: the reward-model run that scores responses (with its reward_norm.json)
-  r.value_from = 'policy'  # PPO value network: 'policy' (SFT trunk, zero head) or 'reward' (the reward model)
-  r.ppo_epochs = 4  # PPO: passes over each update's episodes
-  r.minibatches = 1  # PPO: minibatches per pass (each one optimizer step)
-  r.kl_coef = 0.05  # PPO: initial beta of the per-token KL penalty to the reference
-  r.kl_target = 0.0  # PPO: adaptive beta's target KL per episode (0: beta stays fixed)
-  r.kl_horizon = 10000  # PPO: adaptive beta's horizon in episodes
-  r.gamma = 1.0  # PPO: discount
-  r.lam = 0.95  # PPO: GAE lambda
-  r.clip = 0.2  # PPO: policy ratio clip epsilon
-  r.value_clip = 0.2  # PPO: value clip epsilon
-  r.value_coef = 0.1  # PPO: weight of the value loss
-  r.whiten_rewards = False  # PPO: whiten per-token rewards (mean kept) before GAE
-  r.missing_eos_penalty = 1.0  # PPO: subtracted from the score of a response with no EOS
-  r.ptx_source = ''  # PPO-ptx: pretraining data (a data.source spec, e.g. 'stdlib'); '' = plain PPO
-  r.ptx_coef = 1.0  # PPO-ptx: gamma, the weight of the pretraining loss in every minibatch
-  r.ptx_rows = 8  # PPO-ptx: pretraining sequences per minibatch
-  r.frozen_dtype = 'float32'  # PPO: dtype of the reference and reward params ('bfloat16' halves their memory)
-  r.sample_every = 10  # PPO: updates between tables of sample prompts and responses (0: never)
+  r.ppo = rp = ml_collections.ConfigDict()
+  rp.policy_from = ''  # the SFT run the policy and the reference start from
+  rp.reward_from = ''  # the reward-model run that scores responses (with its reward_norm.json)
+  rp.value_from = 'policy'  # value network: 'policy' (SFT trunk, zero head) or 'reward' (the reward model)
+  rp.epochs = 4  # passes over each update's episodes
+  rp.minibatches = 1  # minibatches per pass (each one optimizer step)
+  rp.kl_coef = 0.05  # initial beta of the per-token KL penalty to the reference
+  rp.kl_target = 0.0  # adaptive beta's target KL per episode (0: beta stays fixed)
+  rp.kl_horizon = 10000  # adaptive beta's horizon in episodes
+  rp.gamma = 1.0  # discount
+  rp.lam = 0.95  # GAE lambda
+  rp.ratio_clip = 0.2  # policy ratio clip epsilon
+  rp.value_clip = 0.2  # value clip epsilon
+  rp.value_coef = 0.1  # weight of the value loss
+  rp.whiten_rewards = False  # whiten per-token rewards (mean kept) before GAE
+  rp.missing_eos_penalty = 1.0  # subtracted from the score of a response with no EOS
+  rp.ptx_source = ''  # PPO-ptx: pretraining data (a data.source spec, e.g. 'stdlib'); '' = plain PPO
+  rp.ptx_coef = 1.0  # PPO-ptx: gamma, the weight of the pretraining loss in every minibatch
+  rp.ptx_rows = 8  # PPO-ptx: pretraining sequences per minibatch
+  rp.frozen_dtype = 'float32'  # dtype of the reference and reward params ('bfloat16' halves their memory)
+  rp.sample_every = 10  # updates between tables of sample prompts and responses (0: never)
 
   c.checkpoint = ck = ml_collections.ConfigDict()
   ck.every_steps = 100  # save every N steps (and at the end, and on SIGTERM)
@@ -150,17 +161,23 @@ def _fail(msg: str):
   raise ConfigError(msg)
 
 
+def _get(config, path: str):
+  """config['a.b.c'] for a dotted path."""
+  node = config
+  for part in path.split('.'):
+    node = node[part]
+  return node
+
+
 def _choice(config, path: str, allowed):
-  section, name = path.split('.')
-  value = config[section][name]
+  value = _get(config, path)
   if value not in allowed:
     _fail(f'{path}={value!r} is not valid: use one of {", ".join(map(repr, allowed))}.')
 
 
 def _number(config, path: str, *, low, high=None, low_open=False, high_open=False, integer=False, hint: str = ''):
   """Fails unless config[path] is a number (an integer when asked) from low up to high (open or closed ends)."""
-  section, name = path.split('.')
-  value = config[section][name]
+  value = _get(config, path)
   typed = (isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
            and math.isfinite(value))
   ok = typed and (value > low if low_open else value >= low)
@@ -175,9 +192,13 @@ def _number(config, path: str, *, low, high=None, low_open=False, high_open=Fals
 
 
 def _flag(config, path: str):
-  section, name = path.split('.')
-  if not isinstance(config[section][name], bool):
-    _fail(f'{path}={config[section][name]!r} must be True or False.')
+  if not isinstance(_get(config, path), bool):
+    _fail(f'{path}={_get(config, path)!r} must be True or False.')
+
+
+def _path(config, path: str):
+  if not isinstance(_get(config, path), str):
+    _fail(f'{path}={_get(config, path)!r} must be a path or empty.')
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -306,40 +327,66 @@ def _validate_checkpoint(config) -> None:
 
 def _validate_rlhf(config) -> None:
   r = config.rlhf
-  for name in ('init_from', 'eval_data'):
-    if not isinstance(r[name], str):
-      _fail(f'rlhf.{name}={r[name]!r} must be a path or empty.')
+  for path in ('rlhf.init_from', 'rlhf.eval_data', 'rlhf.ppo.policy_from', 'rlhf.ppo.reward_from',
+               'rlhf.ppo.ptx_source'):
+    _path(config, path)
   if not isinstance(r.data, str) or not r.data.strip():
     _fail(f"rlhf.data={r.data!r} must be 'toy', a .jsonl file or 'tfds:<name>[:<split>]'.")
   _number(config, 'rlhf.toy_items', low=1, integer=True)
   _number(config, 'rlhf.epochs', low=0.0, hint=' (0: train.total_tokens decides)')
   _number(config, 'rlhf.max_prompt_tokens', low=1, integer=True)
-  _number(config, 'rlhf.max_responses', low=2, high=9, integer=True)
-  _number(config, 'rlhf.lm_coef', low=0.0)
-  _number(config, 'rlhf.beta', low=0.0, low_open=True)
-  _choice(config, 'rlhf.dpo_loss', ('sigmoid', 'hinge', 'ipo', 'robust'))
-  _number(config, 'rlhf.label_smoothing', low=0.0, high=0.5, high_open=True)
-  _number(config, 'rlhf.nll_coef', low=0.0)
-  _number(config, 'rlhf.norm_samples', low=0, integer=True)
   _number(config, 'rlhf.response_tokens', low=1, integer=True)
   _number(config, 'rlhf.temperature', low=0.0, low_open=True)
-  for name in ('skip_bad_lines', 'pack', 'precompute_ref', 'whiten_rewards'):
-    _flag(config, f'rlhf.{name}')
-  for name in ('policy_from', 'reward_from', 'ptx_source'):
-    if not isinstance(r[name], str):
-      _fail(f'rlhf.{name}={r[name]!r} must be a path or empty.')
-  _choice(config, 'rlhf.value_from', ('policy', 'reward'))
-  _choice(config, 'rlhf.frozen_dtype', ('float32', 'bfloat16'))
-  for name in ('ppo_epochs', 'minibatches', 'kl_horizon', 'ptx_rows'):
-    _number(config, f'rlhf.{name}', low=1, integer=True)
-  _number(config, 'rlhf.kl_coef', low=0.0, hint=' (0: no KL penalty)')
+  for path in ('rlhf.skip_bad_lines', 'rlhf.sft.pack', 'rlhf.dpo.precompute_ref', 'rlhf.ppo.whiten_rewards'):
+    _flag(config, path)
+  _number(config, 'rlhf.classify.lm_coef', low=0.0)
+  _number(config, 'rlhf.reward.max_responses', low=2, high=9, integer=True)
+  _number(config, 'rlhf.reward.norm_samples', low=0, integer=True)
+  _number(config, 'rlhf.dpo.beta', low=0.0, low_open=True)
+  _choice(config, 'rlhf.dpo.loss', ('sigmoid', 'hinge', 'ipo', 'robust'))
+  _number(config, 'rlhf.dpo.label_smoothing', low=0.0, high=0.5, high_open=True)
+  _number(config, 'rlhf.dpo.nll_coef', low=0.0)
+  _choice(config, 'rlhf.ppo.value_from', ('policy', 'reward'))
+  _choice(config, 'rlhf.ppo.frozen_dtype', ('float32', 'bfloat16'))
+  for name in ('epochs', 'minibatches', 'kl_horizon', 'ptx_rows'):
+    _number(config, f'rlhf.ppo.{name}', low=1, integer=True)
+  _number(config, 'rlhf.ppo.kl_coef', low=0.0, hint=' (0: no KL penalty)')
   for name in ('kl_target', 'missing_eos_penalty', 'ptx_coef', 'value_coef'):
-    _number(config, f'rlhf.{name}', low=0.0)
+    _number(config, f'rlhf.ppo.{name}', low=0.0)
   for name in ('gamma', 'lam'):
-    _number(config, f'rlhf.{name}', low=0.0, high=1.0)
-  for name in ('clip', 'value_clip'):
-    _number(config, f'rlhf.{name}', low=0.0, low_open=True)
-  _number(config, 'rlhf.sample_every', low=0, integer=True)
+    _number(config, f'rlhf.ppo.{name}', low=0.0, high=1.0)
+  for name in ('ratio_clip', 'value_clip'):
+    _number(config, f'rlhf.ppo.{name}', low=0.0, low_open=True)
+  _number(config, 'rlhf.ppo.sample_every', low=0, integer=True)
+
+
+# Fields that moved into the rlhf stage subsections, old dotted name -> new. A config.json written before the move
+# is read through it (migrate); an old --config.<name> override is refused with the new name (_parent).
+MOVED = {
+    'rlhf.pack': 'rlhf.sft.pack', 'rlhf.lm_coef': 'rlhf.classify.lm_coef',
+    'rlhf.max_responses': 'rlhf.reward.max_responses', 'rlhf.norm_samples': 'rlhf.reward.norm_samples',
+    'rlhf.dpo_loss': 'rlhf.dpo.loss', 'rlhf.ppo_epochs': 'rlhf.ppo.epochs', 'rlhf.clip': 'rlhf.ppo.ratio_clip',
+    **{f'rlhf.{name}': f'rlhf.dpo.{name}' for name in ('beta', 'label_smoothing', 'nll_coef', 'precompute_ref')},
+    **{f'rlhf.{name}': f'rlhf.ppo.{name}' for name in (
+        'policy_from', 'reward_from', 'value_from', 'minibatches', 'kl_coef', 'kl_target', 'kl_horizon', 'gamma',
+        'lam', 'value_clip', 'value_coef', 'whiten_rewards', 'missing_eos_penalty', 'ptx_source', 'ptx_coef',
+        'ptx_rows', 'frozen_dtype', 'sample_every')},
+}
+
+
+def migrate(tree: dict) -> dict:
+  """A config tree as config.json holds it (nested plain dicts), with the fields of MOVED put at their new places
+  (in place; returned)."""
+  for old, new in MOVED.items():
+    section, name = old.split('.')
+    if name in tree.get(section, {}):
+      value = tree[section].pop(name)
+      *parents, leaf = new.split('.')
+      node = tree
+      for part in parents:
+        node = node.setdefault(part, {})
+      node[leaf] = value
+  return tree
 
 
 def load_config_file(spec: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
@@ -361,7 +408,7 @@ def load_config_file(spec: str, overrides: dict | None = None) -> ml_collections
 
 def apply_override(config: ml_collections.ConfigDict, key: str, value) -> None:
   """Sets config[key] for a dotted key, refusing keys that do not exist (typos) with a suggestion."""
-  parent, name = _parent(config, key)
+  parent, name = _parent(config, key, value)
   if isinstance(value, float) and value.is_integer() and parent.get_type(name) is int:
     value = int(value)  # token counts written as 1e6 or 2.5e9
   try:
@@ -370,8 +417,11 @@ def apply_override(config: ml_collections.ConfigDict, key: str, value) -> None:
     _fail(f'{key}={value!r} has the wrong type ({str(error).splitlines()[0]}): give a {type(parent[name]).__name__}.')
 
 
-def _parent(config: ml_collections.ConfigDict, key: str):
-  """(node holding the last part of the dotted key, last part); a ConfigError if any part does not exist."""
+def _parent(config: ml_collections.ConfigDict, key: str, value=None):
+  """(node holding the last part of the dotted key, last part); a ConfigError if any part does not exist (for a
+  moved field, one that names its new place, with the override's value when given)."""
+  if key in MOVED:
+    _fail(f'{key} is now {MOVED[key]}: pass --config.{MOVED[key]}{"" if value is None else f"={value}"}.')
   node, parts = config, key.split('.')
   for i, part in enumerate(parts):
     if not isinstance(node, ml_collections.ConfigDict) or part not in node:
@@ -386,24 +436,33 @@ def _parent(config: ml_collections.ConfigDict, key: str):
   return node, parts[-1]
 
 
-def check_key(config: ml_collections.ConfigDict, key: str) -> None:
-  """A ConfigError naming the closest valid key when the dotted key does not exist in config."""
-  _parent(config, key)
+def check_key(config: ml_collections.ConfigDict, key: str, value=None) -> None:
+  """A ConfigError naming the closest valid key (or a moved field's new place) when the dotted key does not exist
+  in config."""
+  _parent(config, key, value)
 
 
 def describe(config: ml_collections.ConfigDict) -> str:
-  """Every field as `section.field = value  # its comment in default_config()`, one per line."""
+  """Every field as `section.field = value  # its comment in default_config()`, one per line (subsections as
+  `section.subsection.field`)."""
   source = inspect.getsource(default_config)
-  sections = {var: name for name, var in re.findall(r'^\s*c\.(\w+) = (\w+) = ml_collections', source, re.M)}
-  comments = {f'{sections[var]}.{name}': comment
+  paths = {'c': ''}
+  for parent, name, var in re.findall(r'^\s*(\w+)\.(\w+) = (\w+) = ml_collections', source, re.M):
+    paths[var] = f'{paths[parent]}.{name}'.lstrip('.')
+  comments = {f'{paths[var]}.{name}': comment
               for var, name, comment in re.findall(r'^\s*(\w+)\.(\w+) = .*?#\s*(.*)$', source, re.M)
-              if var in sections}
-  lines = []
-  for section, fields in config.items():
-    for name, value in fields.items():
-      comment = comments.get(f'{section}.{name}')
-      lines.append(f'{section}.{name} = {value!r}' + (f'  # {comment}' if comment else ''))
-  return '\n'.join(lines)
+              if var in paths}
+  return '\n'.join(f'{path} = {value!r}' + (f'  # {comments[path]}' if path in comments else '')
+                   for path, value in leaves(config))
+
+
+def leaves(node: ml_collections.ConfigDict, prefix: str = ''):
+  """(dotted path, value) of every field under node, subsections flattened."""
+  for name, value in node.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from leaves(value, f'{prefix}{name}.')
+    else:
+      yield f'{prefix}{name}', value
 
 
 def smoke_size(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -81,7 +81,7 @@ def test_print_config_lists_every_field_with_its_meaning(tmp_path):
   assert 'train.total_tokens = 2500000000  # training length in tokens' in lines
   assert 'optim.peak_lr = 0.0006  # peak learning rate after warmup' in lines
   from gpt_jax import config as gcfg
-  fields = sum(len(section) for section in gcfg.default_config().values())
+  fields = len(list(gcfg.leaves(gcfg.default_config())))
   assert len(lines) == fields and all('  # ' in line for line in lines)
   help_text = subprocess.run([sys.executable, '-m', 'gpt_jax.sample', '--help'], capture_output=True, text=True,
                              timeout=120, cwd=REPO).stdout
@@ -93,9 +93,9 @@ def test_print_config_lists_every_field_with_its_meaning(tmp_path):
 def test_print_config_of_a_run_prints_the_runs_own_config(module, tmp_path):
   from gpt_jax import checkpoint as ckpt
   from tests.helpers import tiny_config
-  ckpt.save_config(str(tmp_path), tiny_config(rlhf__policy_from='runs/sft', rlhf__reward_from='runs/rm'))
+  ckpt.save_config(str(tmp_path), tiny_config(rlhf__ppo__policy_from='runs/sft', rlhf__ppo__reward_from='runs/rm'))
   result = subprocess.run([sys.executable, '-m', module, f'--workdir={tmp_path}', '--print_config'],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
   assert result.returncode == 0, result.stderr[-2000:]
   values = {line.split('  # ')[0] for line in result.stdout.splitlines()}
-  assert {'model.d_model = 64', "rlhf.policy_from = 'runs/sft'", "rlhf.reward_from = 'runs/rm'"} <= values
+  assert {'model.d_model = 64', "rlhf.ppo.policy_from = 'runs/sft'", "rlhf.ppo.reward_from = 'runs/rm'"} <= values

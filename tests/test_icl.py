@@ -47,7 +47,7 @@ def test_probe_rows_repeat_a_segment_where_the_mask_says():
 
 
 def test_exact_match_scorer_equals_greedy_decoding():
-  config = icl_train.model_config(1, 16, 128, 'rope')
+  config = icl_train.run_config(1, 16, 128, 'rope')
   module = gm.GPTLM(config.model)
   params = gm.init_params(module, jax.random.key(0))
   prompts = [p for p, _, _ in icl_eval.episodes(icl_data.TASKS['cipher'], 4, seed=0, n=4, shuffled=False)]

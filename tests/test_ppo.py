@@ -88,10 +88,10 @@ def runs(tmp_path_factory):
 
 
 def _config(runs, **overrides):
-  base = {'rlhf.policy_from': str(runs / 'sft'), 'rlhf.reward_from': str(runs / 'rm'), 'rlhf.toy_items': 64,
-          'rlhf.max_prompt_tokens': 32, 'rlhf.response_tokens': 6, 'rlhf.minibatches': 2, 'rlhf.ppo_epochs': 2,
+  base = {'rlhf.ppo.policy_from': str(runs / 'sft'), 'rlhf.ppo.reward_from': str(runs / 'rm'), 'rlhf.toy_items': 64,
+          'rlhf.max_prompt_tokens': 32, 'rlhf.response_tokens': 6, 'rlhf.ppo.minibatches': 2, 'rlhf.ppo.epochs': 2,
           'train.batch_tokens': 16 * 48, 'train.total_tokens': 2 * 16 * 48, 'train.eval_every': 0,
-          'rlhf.sample_every': 0, 'checkpoint.every_steps': 1, 'checkpoint.use_async': False,
+          'rlhf.ppo.sample_every': 0, 'checkpoint.every_steps': 1, 'checkpoint.use_async': False,
           'data.data_dir': str(runs / 'data'), 'optim.peak_lr': 1e-3}
   base.update(overrides)
   return ppo.prepare(gcfg.load_config_file('configs/rlhf.py:ppo', base))
@@ -140,8 +140,8 @@ def test_step_0_identities_rollout_logprobs_and_8_devices_equal_one(runs):
 def test_resumed_run_equals_uninterrupted(runs, tmp_path):
   """Two PPO-ptx updates with an adaptive beta (checkpoints after each); the second lost as a kill would lose it;
   the rerun resumes from the first and ends with the same params and beta."""
-  config = _config(runs, **{'rlhf.ptx_source': 'stdlib', 'rlhf.ptx_rows': 2, 'rlhf.kl_target': 1.0,
-                            'rlhf.kl_horizon': 100})
+  config = _config(runs, **{'rlhf.ppo.ptx_source': 'stdlib', 'rlhf.ppo.ptx_rows': 2, 'rlhf.ppo.kl_target': 1.0,
+                            'rlhf.ppo.kl_horizon': 100})
   workdir = tmp_path / 'run'
   ends = []
   for attempt in range(2):
@@ -154,15 +154,15 @@ def test_resumed_run_equals_uninterrupted(runs, tmp_path):
     if not attempt:
       shutil.rmtree(workdir / 'checkpoints' / '2')
   jax.tree.map(np.testing.assert_array_equal, ends[0][0], ends[1][0])
-  assert ends[0][1] == ends[1][1] != config.rlhf.kl_coef  # the adaptive beta moved, and was restored
+  assert ends[0][1] == ends[1][1] != config.rlhf.ppo.kl_coef  # the adaptive beta moved, and was restored
 
 
 @pytest.mark.parametrize('overrides, message', [
-    ({'rlhf.kl_coef': -0.1}, 'rlhf.kl_coef=-0.1 must be at least 0.0'),
-    ({'rlhf.minibatches': 3}, 'rlhf.minibatches=3 does not divide the 16 episodes'),
+    ({'rlhf.ppo.kl_coef': -0.1}, 'rlhf.ppo.kl_coef=-0.1 must be at least 0.0'),
+    ({'rlhf.ppo.minibatches': 3}, 'rlhf.ppo.minibatches=3 does not divide the 16 episodes'),
     ({'rlhf.response_tokens': 40}, 'exceed model.context=48'),
-    ({'rlhf.reward_from': '/nonexistent/rm'}, "rlhf.reward_from='/nonexistent/rm' is not a directory"),
-    ({'rlhf.reward_from': ''}, 'rlhf.reward_from is required'),
+    ({'rlhf.ppo.reward_from': '/nonexistent/rm'}, "rlhf.ppo.reward_from='/nonexistent/rm' is not a directory"),
+    ({'rlhf.ppo.reward_from': ''}, 'rlhf.ppo.reward_from is required'),
 ])
 def test_bad_ppo_config_is_one_sentence(runs, overrides, message):
   with pytest.raises(gcfg.ConfigError) as error:
@@ -202,7 +202,7 @@ def test_value_from_reward_starts_at_the_normalised_score_and_ptx_keeps_segments
   """value_from=reward: the value at the last token equals gain * reward + bias (the normalisation measured on
   the SFT policy's own samples, recorded with PPO's sampling settings); PPO-ptx rows keep positions and segment
   ids, and the ptx term equals the LM loss with them."""
-  config = _config(runs, **{'rlhf.value_from': 'reward', 'rlhf.ptx_source': 'stdlib', 'rlhf.ptx_rows': 8,
+  config = _config(runs, **{'rlhf.ppo.value_from': 'reward', 'rlhf.ppo.ptx_source': 'stdlib', 'rlhf.ppo.ptx_rows': 8,
                             'data.segment_ids': True})
   run = ppo.Run(config)
   mesh = gs.make_mesh(config.mesh)
@@ -235,7 +235,7 @@ def test_value_from_reward_starts_at_the_normalised_score_and_ptx_keeps_segments
 
 def test_non_finite_updates_are_skipped_then_stop_and_nothing_non_finite_is_kept(runs, tmp_path, capsys):
   config = _config(runs, **{'optim.peak_lr': 1e38, 'train.max_consecutive_skips': 6, 'train.log_every': 1,
-                            'train.total_tokens': 4 * 16 * 48, 'rlhf.kl_target': 1.0, 'rlhf.kl_horizon': 100})
+                            'train.total_tokens': 4 * 16 * 48, 'rlhf.ppo.kl_target': 1.0, 'rlhf.ppo.kl_horizon': 100})
   status, result = ppo.train(config, str(tmp_path))
   assert status == 2 and result is None
   assert '6 consecutive steps had a non-finite loss or gradient' in capsys.readouterr().err

@@ -34,9 +34,9 @@ def runs(tmp_path_factory):
 
 def _command(runs, workdir, *extra):
   return [sys.executable, '-m', 'gpt_jax.rlhf.ppo', '--config=configs/rlhf.py:ppo', f'--workdir={workdir}',
-          f'--config.rlhf.policy_from={runs / "sft"}', f'--config.rlhf.reward_from={runs / "rm"}',
+          f'--config.rlhf.ppo.policy_from={runs / "sft"}', f'--config.rlhf.ppo.reward_from={runs / "rm"}',
           '--config.rlhf.toy_items=64', '--config.rlhf.max_prompt_tokens=32', '--config.rlhf.response_tokens=6',
-          '--config.rlhf.minibatches=2', '--config.rlhf.ppo_epochs=1', '--config.rlhf.sample_every=4',
+          '--config.rlhf.ppo.minibatches=2', '--config.rlhf.ppo.epochs=1', '--config.rlhf.ppo.sample_every=4',
           '--config.train.batch_tokens=768', f'--config.train.total_tokens={768 * UPDATES}',
           '--config.train.eval_every=0', '--config.checkpoint.every_steps=6', '--config.optim.peak_lr=1e-3',
           f'--config.data.data_dir={runs / "data"}', *extra]

@@ -29,8 +29,9 @@ jax.config.update('jax_default_matmul_precision', 'highest')
 def _config(stage, data_dir, **overrides):
   sequences = {'sft': 1, 'classify': 4, 'reward': 3, 'dpo': 2}[stage]
   base = {'model.n_layers': 2, 'model.d_model': 32, 'model.n_heads': 2, 'model.context': 32,
-          'model.dropout_resid': 0.0, 'rlhf.max_responses': 3, 'rlhf.max_prompt_tokens': 20, 'rlhf.toy_items': 64,
-          'rlhf.epochs': 0.0, 'train.batch_tokens': 8 * sequences * 32, 'train.total_tokens': 4 * 8 * sequences * 32,
+          'model.dropout_resid': 0.0, 'rlhf.reward.max_responses': 3, 'rlhf.max_prompt_tokens': 20,
+          'rlhf.toy_items': 64, 'rlhf.epochs': 0.0, 'train.batch_tokens': 8 * sequences * 32,
+          'train.total_tokens': 4 * 8 * sequences * 32,
           'train.log_every': 2, 'train.eval_every': 0, 'checkpoint.every_steps': 2, 'checkpoint.use_async': False,
           'optim.warmup_tokens': 0, 'optim.decay_tokens': 8 * 8 * sequences * 32, 'data.data_dir': data_dir}
   base.update(overrides)
@@ -101,7 +102,7 @@ def test_sft_loss_is_the_lm_loss_restricted_to_completion_tokens(data_dir):
 def test_packed_sft_rows_give_the_loss_of_the_unpacked_ones(data_dir):
   longer = {'model.context': 96, 'train.batch_tokens': 8 * 96, 'train.total_tokens': 8 * 96}
   config, task, _ = sft.build_task(_config('sft', data_dir, **longer))
-  _, packed_task, _ = sft.build_task(_config('sft', data_dir, **longer, **{'rlhf.pack': True}))
+  _, packed_task, _ = sft.build_task(_config('sft', data_dir, **longer, **{'rlhf.sft.pack': True}))
   params = gm.init_params(task.module, jax.random.key(2))
   plain = _loss(task)(params, task.train_stream.rows)
   packed = _loss(packed_task)(params, packed_task.train_stream.rows)
@@ -117,7 +118,7 @@ def test_dpo_reference_equals_the_policy_at_step_0(data_dir):
   loss_sum, weight, extra = _loss(task)(policy, batch)
   np.testing.assert_allclose(loss_sum / weight, math.log(2), rtol=1e-6)
   assert abs(extra['rewards/chosen']) < 1e-5 and abs(extra['rewards/margin']) < 1e-5
-  _, pre, _ = dpo.build_task(_config('dpo', data_dir, **{'rlhf.precompute_ref': True}))
+  _, pre, _ = dpo.build_task(_config('dpo', data_dir, **{'rlhf.dpo.precompute_ref': True}))
   assert pre.frozen == {}
   ref_logps = pre.train_stream.rows['ref_logps']
   direct = jax.jit(lambda p, b: dpo._pair_logps(gm.GPTLM(config.model), p, b)[0])(policy, task.train_stream.rows)
@@ -149,7 +150,7 @@ def test_classifier_framing_pair_symmetry_and_lm_coefficient(data_dir):
   swapped = dict(rows, tokens=rows['tokens'][:, ::-1], mask=rows['mask'][:, ::-1])
   a, b = _loss(task)(params, rows), _loss(task)(params, swapped)
   np.testing.assert_allclose(a[2]['cls_loss'], b[2]['cls_loss'], rtol=1e-5)  # both orders, summed
-  no_lm_config = _config('classify', data_dir, **{'rlhf.lm_coef': 0.0})
+  no_lm_config = _config('classify', data_dir, **{'rlhf.classify.lm_coef': 0.0})
   no_lm = jax.jit(lambda p, b: classify.loss_fn(no_lm_config, 'text_pair', 2)(p, b, jax.random.key(0), False, {}))(params, rows)
   np.testing.assert_allclose(no_lm[0], a[2]['cls_loss'], rtol=1e-5)
   np.testing.assert_allclose(a[0], a[2]['cls_loss'] + 0.5 * a[2]['lm_loss'], rtol=1e-5)
@@ -186,7 +187,8 @@ def test_reward_run_writes_its_normalisation_and_scores_a_jsonl(tmp_path):
   workdir, out = tmp_path / 'rm', tmp_path / 'scored.jsonl'
   flags = ['--config.model.n_layers=1', '--config.model.d_model=32', '--config.model.context=32',
            '--config.rlhf.max_prompt_tokens=20', '--config.rlhf.toy_items=32', '--config.rlhf.epochs=1',
-           '--config.train.batch_tokens=2048', '--config.rlhf.norm_samples=0', f'--config.data.data_dir={tmp_path}']
+           '--config.train.batch_tokens=2048', '--config.rlhf.reward.norm_samples=0',
+           f'--config.data.data_dir={tmp_path}']
   trained = _run('gpt_jax.rlhf.reward', f'--workdir={workdir}', *flags)
   assert trained.returncode == 0, trained.stderr[-2000:]
   norm = json.loads((workdir / 'reward_norm.json').read_text())
@@ -212,7 +214,7 @@ def test_reward_run_writes_its_normalisation_and_scores_a_jsonl(tmp_path):
 def test_the_normalisation_scores_the_sampled_ids_as_ppo_scores_rollouts(data_dir, tmp_path):
   """No ids -> text -> ids round trip and no EOS added: a response the length limit cut is read at its last token;
   reward_norm.json records the sampling settings."""
-  settings = {'rlhf.norm_samples': 16, 'rlhf.response_tokens': 6, 'rlhf.temperature': 0.9}
+  settings = {'rlhf.reward.norm_samples': 16, 'rlhf.response_tokens': 6, 'rlhf.temperature': 0.9}
   config = _config('reward', data_dir, **settings)
   mesh = gs.single_device_mesh()
   lm = gm.init_params(gm.GPTLM(config.model), jax.random.key(5))

@@ -259,9 +259,9 @@ def test_every_toy_item_can_be_drawn_and_one_more_is_refused_at_once():
 
 
 @pytest.mark.parametrize('stage_name, overrides, message', [
-    ('dpo', {'rlhf.pack': True}, 'rlhf.pack=true packs SFT examples, but the dpo stage keeps one example per row: '
-                                 'drop --config.rlhf.pack.'),
-    ('reward', {'rlhf.pack': True}, 'but the reward stage keeps one example per row'),
+    ('dpo', {'rlhf.sft.pack': True}, 'rlhf.sft.pack=true packs SFT examples, but the dpo stage keeps one example '
+                                     'per row: drop --config.rlhf.sft.pack.'),
+    ('reward', {'rlhf.sft.pack': True}, 'but the reward stage keeps one example per row'),
     ('sft', {'train.total_tokens': 100_000}, 'rlhf.epochs=4 and train.total_tokens=100000 both set the run length: '
                                              'drop --config.train.total_tokens, or pass --config.rlhf.epochs=0 to '
                                              'train for train.total_tokens.'),

@@ -26,11 +26,11 @@ COMMON = ['--config.rlhf.toy_items=32', '--config.rlhf.max_prompt_tokens=20', '-
           '--config.train.log_every=2', '--config.train.eval_every=0', '--config.checkpoint.use_async=false',
           '--config.optim.warmup_tokens=0']
 STAGES = {
-    'reward': ['--config.rlhf.max_responses=3', f'--config.train.batch_tokens={8 * 3 * CONTEXT}',
-               f'--config.train.total_tokens={3 * 8 * 3 * CONTEXT}', '--config.rlhf.norm_samples=24',
+    'reward': ['--config.rlhf.reward.max_responses=3', f'--config.train.batch_tokens={8 * 3 * CONTEXT}',
+               f'--config.train.total_tokens={3 * 8 * 3 * CONTEXT}', '--config.rlhf.reward.norm_samples=24',
                '--config.rlhf.response_tokens=8'],
     'dpo': [f'--config.train.batch_tokens={8 * 2 * CONTEXT}', f'--config.train.total_tokens={3 * 8 * 2 * CONTEXT}',
-            '--config.rlhf.precompute_ref=true'],
+            '--config.rlhf.dpo.precompute_ref=true'],
 }
 
 

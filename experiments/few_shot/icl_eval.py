@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gpt_jax import sharding as gs
 from experiments.few_shot import icl_data
 
 PAD = ord(' ')
@@ -40,19 +41,23 @@ def episodes(task: icl_data.Task, k: int, seed: int, n: int, shuffled: bool):
 
 
 def make_scorer(module, context: int):
-  """score(params, prompts, answers) -> bool [n]: exact greedy match of each answer after its prompt."""
+  """score(params, prompts, answers) -> bool [n]: exact greedy match of each answer after its prompt. The prompts'
+  rows are spread over the batch axes of the params' mesh (on every process, as training is)."""
   @jax.jit
   def argmax_next(params, tokens):
     return jnp.argmax(module.apply({'params': params}, tokens), axis=-1)
 
   def score(params, prompts: list[str], answers: list[str]) -> np.ndarray:
-    tokens = np.full((len(prompts), context), PAD, np.int32)
+    mesh = gs.mesh_of(params)
+    rows = -(-len(prompts) // gs.batch_shards(mesh)) * gs.batch_shards(mesh)
+    tokens = np.full((rows, context), PAD, np.int32)
     for row, (p, a) in enumerate(zip(prompts, answers)):
       text = (p + a).encode()
       if len(text) > context:
         raise ValueError(f'a {len(text)}-byte prompt does not fit the {context}-byte context')
       tokens[row, :len(text)] = np.frombuffer(text, np.uint8)
-    predicted = np.asarray(jax.device_get(argmax_next(params, jnp.asarray(tokens))))
+    with gs.activation_context(mesh):
+      predicted = gs.to_host(argmax_next(params, gs.global_rows(tokens, mesh)))
     correct = np.ones(len(prompts), bool)
     for row, (p, a) in enumerate(zip(prompts, answers)):
       start = len(p.encode())

@@ -1,7 +1,8 @@
 """The K-shot in-context learning experiment: train a 1-layer control and larger GPTs (rotary positions) on the
 stdlib corpus mixed with per-sequence task episodes (icl_data), then score each model K-shot on every task with 3
-demonstration seeds and the shuffled-output control (icl_eval); writes the CSV, the figure (icl_plot), each
-model's training log, and each model as an export directory (usable by gpt_jax's sampler and eval commands).
+demonstration seeds and the shuffled-output control (icl_eval); writes the CSV and the figure (icl_plot). Each model
+is a run of the shared training loop in <models_dir>/<model> (checkpoints, metrics.jsonl; usable by gpt_jax's
+sampler and eval commands): rerunning resumes the runs, and a larger --steps continues them.
 
     nice -n 19 python -m experiments.few_shot.icl_run --output=experiments/few_shot/results/icl.csv \
         --plot=experiments/few_shot/plots/icl_accuracy_vs_k.png --models_dir=/tmp/icl_models
@@ -12,7 +13,6 @@ Models are named l<layers>-d<width>; every model trains on the same batches (sam
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import os
 import time
@@ -20,10 +20,10 @@ import time
 import numpy as np
 from absl import flags
 
-from gpt_jax import checkpoint as ckpt_lib
 from gpt_jax import cli
 from gpt_jax import config as gcfg
 from gpt_jax import flops
+from gpt_jax import model as gm
 from gpt_jax.config import ConfigError
 from gpt_jax.data import sources
 from experiments.few_shot import icl_data
@@ -32,10 +32,10 @@ from experiments.few_shot import icl_plot
 from experiments.few_shot import icl_train
 
 flags.DEFINE_string('output', None, 'the CSV to write (e.g. experiments/few_shot/results/icl.csv).')
-flags.DEFINE_string('models_dir', None, 'directory for each model\'s export directory and training log.')
+flags.DEFINE_string('models_dir', None, 'directory of the models\' runs (one workdir per model; resumed).')
 flags.DEFINE_list('models', ['l1-d64', 'l2-d32', 'l2-d48', 'l2-d64'], 'models as l<layers>-d<width>.')
 flags.DEFINE_enum('positions', 'rope', ['learned', 'rope'], 'position encoding of every model.')
-flags.DEFINE_integer('steps', 1500, 'training steps per model.')
+flags.DEFINE_integer('steps', 1500, 'training steps per model (a resumed run continues up to this many).')
 flags.DEFINE_integer('batch', 32, 'rows per step.')
 flags.DEFINE_integer('context', 128, 'context in bytes (K = 16 of the longest format needs 101).')
 flags.DEFINE_float('lr', 3e-3, 'peak learning rate.')
@@ -72,27 +72,28 @@ def _integers(flag: str, low: int) -> list[int]:
 
 def train_and_score(spec: str, texts, ks, seeds) -> list[dict]:
   n_layers, d_model = parse_model(spec)
-  config = icl_train.model_config(n_layers, d_model, FLAGS.context, FLAGS.positions)
-  rng = np.random.default_rng(0)
-  batches = (icl_data.mixed_batch(texts, rng, FLAGS.batch, FLAGS.context + 1, FLAGS.corpus_fraction)
-             for _ in itertools.count())
-  log = []
-
-  def on_log(step, loss, seconds, params):
-    log.append(dict(step=step, loss=round(loss, 4), seconds=round(seconds, 1)))
-    print(json.dumps(dict(model=spec, **log[-1])), flush=True)
-
-  module, params = icl_train.train(config, batches, FLAGS.steps, FLAGS.lr, on_log=on_log)
-  ckpt_lib.export_params(os.path.join(FLAGS.models_dir, spec), params, FLAGS.steps, config)
-  with open(os.path.join(FLAGS.models_dir, f'{spec}.train_log.json'), 'w', encoding='utf-8') as f:
-    json.dump(log, f)
+  config = icl_train.run_config(n_layers, d_model, FLAGS.context, FLAGS.positions, lr=FLAGS.lr, batch=FLAGS.batch,
+                                steps=FLAGS.steps)
+  length, fraction = FLAGS.context + 1, FLAGS.corpus_fraction
+  rows = lambda rng, n: icl_data.mixed_batch(texts, rng, n, length, fraction)
+  workdir = os.path.join(FLAGS.models_dir, spec)
   start = time.time()
-  rows = icl_eval.evaluate(icl_eval.make_scorer(module, FLAGS.context), params, ks, seeds, FLAGS.n)
+  result = icl_train.train(config, workdir, rows, {'rows': 'stdlib and task episodes', 'corpus_fraction': fraction})
+  train_seconds = time.time() - start
+  start = time.time()
+  scorer = icl_eval.make_scorer(gm.GPTLM(config.model), FLAGS.context)
+  rows = icl_eval.evaluate(scorer, result.params, ks, seeds, FLAGS.n)
   print(json.dumps(dict(model=spec, eval_seconds=round(time.time() - start, 1))), flush=True)
   base = dict(model=spec, n_layers=n_layers, d_model=d_model,
-              params_non_embedding=flops.count_params(config)['non_embedding'], train_steps=FLAGS.steps,
-              train_seconds=log[-1]['seconds'], final_train_loss=log[-1]['loss'])
+              params_non_embedding=flops.count_params(config)['non_embedding'], train_steps=result.step,
+              train_seconds=round(train_seconds, 1), final_train_loss=last_train_loss(workdir))
   return [dict(base, **r) for r in rows]
+
+
+def last_train_loss(workdir: str) -> float:
+  """The last training loss the run logged (its metrics.jsonl), resumed runs included."""
+  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
+    return [r['train/loss'] for r in map(json.loads, f) if 'train/loss' in r][-1]
 
 
 def main(argv):
@@ -109,8 +110,7 @@ def main(argv):
     raise ConfigError(f'--corpus_fraction={FLAGS.corpus_fraction} must be in [0, 1).')
   cli.check_output('output', FLAGS.output)
   cli.check_output('plot', FLAGS.plot)
-  cli.check_output('models_dir', FLAGS.models_dir, directory=True)
-  os.makedirs(FLAGS.models_dir, exist_ok=True)
+  cli.check_workdir(FLAGS.models_dir, flag='models_dir')
   texts = sources.open_source('stdlib', gcfg.default_config().data.data_dir).texts('train')
   rows = []
   for spec in FLAGS.models:

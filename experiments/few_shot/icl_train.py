@@ -1,64 +1,80 @@
-"""Training for the in-context learning experiment: small GPTs (the repo's GPTLM, byte vocabulary) trained with
-AdamW at a constant learning rate after a short warmup, on batches from a host-side generator.
+"""Training for the in-context learning experiment on gpt_jax's shared loop: small GPTs (the repo's GPTLM, byte
+vocabulary) trained on rows drawn by a host-side generator, with the loop's checkpoints, exact resume, preemption,
+non-finite guard and any number of processes.
 
-The recipe is the induction-friendly one: beta2 0.99, no weight decay, gradient clipping at 1, no decay of the
-learning rate (short runs; an induction head forms abruptly and a decayed rate delays it).
+The recipe is the induction-friendly one: AdamW with beta2 0.99, no weight decay, gradient clipping at 1, a short
+linear warmup and then a constant learning rate (short runs; an induction head forms abruptly and a decayed rate
+delays it). A run is a workdir: rerunning resumes it, and rerunning with more steps continues it.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Callable, Iterator
+from typing import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 from gpt_jax import config as gcfg
+from gpt_jax import flops
+from gpt_jax import loop
+from gpt_jax import losses
 from gpt_jax import model as gm
+from gpt_jax.data import pipeline
 
 WARMUP_STEPS = 100
+MakeRows = Callable[[np.random.Generator, int], np.ndarray]  # (rng, rows) -> int32 [rows, context + 1]
 
 
-def model_config(n_layers: int, d_model: int, context: int, positions: str):
-  """A validated config: byte tokenizer, d_head 16 (n_heads = d_model / 16), MLP 4 d_model, dense attention."""
+def run_config(n_layers: int, d_model: int, context: int, positions: str, *, lr: float = 3e-3, batch: int = 32,
+               steps: int = 1500, log_every: int = 100, seed: int = 0):
+  """A validated config: byte tokenizer, d_head 16 (n_heads = d_model / 16), MLP 4 d_model, dense attention, and the
+  recipe above for `steps` steps of `batch` rows; a checkpoint every 500 steps and at the end."""
   c = gcfg.default_config()
-  m = c.model
+  m, t, o = c.model, c.train, c.optim
   m.n_layers, m.d_model, m.n_heads, m.context, m.positions = n_layers, d_model, max(1, d_model // 16), context, positions
-  c.train.batch_tokens = context
+  t.batch_tokens, t.total_tokens = batch * context, steps * batch * context
+  t.log_every, t.eval_every, t.sample_tokens, t.seed = log_every, 0, 0, seed
+  o.peak_lr, o.final_lr_fraction = lr, 1.0
+  o.warmup_tokens = o.decay_tokens = WARMUP_STEPS * batch * context  # the rate is flat after the warmup
+  o.b2, o.weight_decay, o.clip = 0.99, 0.0, 1.0
+  c.checkpoint.every_steps = 500
   return gcfg.validate(c)
+
+
+class GeneratedRows:
+  """This process's rows of an endless stream of global batches drawn by make_rows, each from a generator seeded
+  by (seed, rows consumed before it): the stream depends on neither the process count nor restarts, and state() /
+  restore() resume it exactly. identity names what the rows are (a restore into other data is refused)."""
+
+  def __init__(self, make_rows: MakeRows, seed: int, identity: dict):
+    self._make_rows, self._seed, self._identity, self._position = make_rows, seed, dict(identity, seed=seed), 0
+
+  def next_batch(self, global_rows: int) -> dict[str, np.ndarray]:
+    rows = np.asarray(self._make_rows(np.random.default_rng((self._seed, self._position)), global_rows), np.int32)
+    self._position += global_rows
+    local = rows.reshape(jax.process_count(), -1, rows.shape[1])[jax.process_index()]
+    return {'inputs': local[:, :-1], 'targets': local[:, 1:]}
+
+  def state(self) -> dict:
+    return {'position': self._position, **self._identity}
+
+  def restore(self, state: dict) -> None:
+    pipeline.check_identity(self._identity, state)
+    self._position = int(state['position'])
+
+
+def train(config, workdir: str, make_rows: MakeRows, identity: dict,
+          hooks: Sequence[loop.Hook] = ()) -> loop.Result:
+  """Trains (or resumes) the run in workdir on make_rows' rows with the shared loop."""
+  context = config.model.context
+  task = loop.Task(module=gm.GPTLM(config.model), loss_fn=losses.lm_loss_fn(config),
+                   train_stream=GeneratedRows(make_rows, config.data.seed, identity), tokens_per_row=context,
+                   flops_per_row=context * flops.flops_per_token(config.model))
+  return loop.train(config, workdir, task, hooks=hooks)
 
 
 def per_token_loss(module, params, tokens):
   """tokens [batch, length] -> next-token losses [batch, length - 1] (nats)."""
   logits = module.apply({'params': params}, tokens[:, :-1])
   return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])
-
-
-def train(config, batches: Iterator[np.ndarray], steps: int, lr: float, seed: int = 0,
-          log_every: int = 100, on_log: Callable[..., None] | None = None):
-  """Trains a fresh GPTLM for `steps` steps on `batches` ([batch, length] int32); every log_every steps calls
-  on_log(step, mean training loss since the last call, seconds elapsed, params). Returns (module, params)."""
-  module = gm.GPTLM(config.model)
-  params = gm.init_params(module, jax.random.key(seed))
-  schedule = optax.join_schedules([optax.linear_schedule(0.0, lr, WARMUP_STEPS), optax.constant_schedule(lr)],
-                                  [WARMUP_STEPS])
-  optimizer = optax.chain(optax.clip_by_global_norm(1.0),
-                          optax.adamw(schedule, b1=0.9, b2=0.99, weight_decay=0.0))
-  state = optimizer.init(params)
-
-  @jax.jit
-  def step(params, state, tokens):
-    loss, grads = jax.value_and_grad(lambda p: per_token_loss(module, p, tokens).mean())(params)
-    updates, state = optimizer.update(grads, state, params)
-    return optax.apply_updates(params, updates), state, loss
-
-  start, losses = time.time(), []
-  for i in range(1, steps + 1):
-    params, state, loss = step(params, state, jnp.asarray(next(batches)))
-    losses.append(loss)
-    if on_log and (i % log_every == 0 or i == steps):
-      on_log(i, float(np.mean(jax.device_get(losses))), time.time() - start, params)
-      losses = []
-  return module, params

@@ -7,8 +7,8 @@ vocabulary's padding (learned during fine-tuning): single texts [start] text [ex
 pairs in both orders, their class logits summed ({"text_a", "text_b", "label"}: GPT-1's similarity input, the
 two orders' representations through the one linear head, up to a bias); multiple choice as one sequence
 [start] context [delim] choice [extract] per choice, a scalar each, softmax over the choices ({"context",
-"choices", "label"}). rlhf.lm_coef is lambda (GPT-1: 0.5; 0 switches L1 off). The held-out accuracy is logged at
-every evaluation. The toy tasks: 'toy:single' (is a sum right?), 'toy:pair' (same value?), 'toy:choice'.
+"choices", "label"}). rlhf.classify.lm_coef is lambda (GPT-1: 0.5; 0 switches L1 off). The held-out accuracy is
+logged at every evaluation. The toy tasks: 'toy:single' (is a sum right?), 'toy:pair' (same value?), 'toy:choice'.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def n_classes(fmt: str, examples) -> int:
 def loss_fn(config, fmt: str, classes: int):
   """LossFn over classify rows: cross entropy of the class (or choice) logits plus lm_coef x the LM loss on the
   rows' text tokens (token mean per example)."""
-  lm_coef, vocab = config.rlhf.lm_coef, config.model.vocab_size
+  lm_coef, vocab = config.rlhf.classify.lm_coef, config.model.vocab_size
   models = {train: Classifier(config.model, classes, deterministic=not train) for train in (False, True)}
 
   def fn(params, batch, rng, train, frozen):

@@ -194,7 +194,8 @@ def ranked_responses(max_k: int):
         raise DataError(f'{where}: field \'responses\' must be a list of non-empty strings.')
       if not 2 <= len(responses) <= max_k:
         raise DataError(f'{where}: {len(responses)} responses; a ranking needs K = 2..{max_k} '
-                        f'(rlhf.max_responses): drop the record or raise rlhf.max_responses (at most 9).')
+                        f'(rlhf.reward.max_responses): drop the record or raise rlhf.reward.max_responses '
+                        f'(at most 9).')
       if not isinstance(ranking, list) or sorted(ranking) != list(range(len(responses))):
         raise DataError(f'{where}: field \'ranking\' = {ranking!r} is not a permutation of 0..{len(responses) - 1}: '
                         f'list every response index once, best first.')

@@ -3,10 +3,10 @@
     python -m gpt_jax.rlhf.dpo --config=configs/rlhf.py:dpo --workdir=runs/dpo --config.rlhf.init_from=runs/sft
 
 The policy and the reference both start from rlhf.init_from. The reference's params enter the jitted step as
-frozen, sharded arguments (no optimizer state); with rlhf.precompute_ref its log-probs are computed once over the
-data before training and the reference leaves memory. Losses: 'sigmoid' (with rlhf.label_smoothing, conservative
-DPO), 'robust', 'hinge' and 'ipo' (length-normalised log-ratios); rlhf.nll_coef adds an NLL term on the chosen
-responses. Logged: rewards/chosen, rewards/rejected, rewards/margin and rewards/accuracy.
+frozen, sharded arguments (no optimizer state); with rlhf.dpo.precompute_ref its log-probs are computed once over the
+data before training and the reference leaves memory. Losses: 'sigmoid' (with rlhf.dpo.label_smoothing,
+conservative DPO), 'robust', 'hinge' and 'ipo' (length-normalised log-ratios); rlhf.dpo.nll_coef adds an NLL term on
+the chosen responses. Logged: rewards/chosen, rewards/rejected, rewards/margin and rewards/accuracy.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _pair_logps(module, params, batch, rng=None):
 
 def loss_fn(config):
   """LossFn over pair rows; the reference log-probs come from batch['ref_logps'] (precomputed) or frozen['ref']."""
-  r = config.rlhf
+  d = config.rlhf.dpo
   policy = {train: gm.GPTLM(config.model, deterministic=not train) for train in (False, True)}
 
   def fn(params, batch, rng, train, frozen):
@@ -78,13 +78,13 @@ def loss_fn(config):
       ref = batch['ref_logps']
     else:
       ref = jax.lax.stop_gradient(_pair_logps(policy[False], frozen['ref'], batch)[0])
-    pair_losses = dpo_loss(logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], beta=r.beta, loss_type=r.dpo_loss,
-                           label_smoothing=r.label_smoothing, chosen_lengths=lengths[:, 0],
+    pair_losses = dpo_loss(logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], beta=d.beta, loss_type=d.loss,
+                           label_smoothing=d.label_smoothing, chosen_lengths=lengths[:, 0],
                            rejected_lengths=lengths[:, 1])
-    if r.nll_coef:
-      pair_losses = pair_losses - r.nll_coef * logps[:, 0] / jnp.maximum(lengths[:, 0], 1)
+    if d.nll_coef:
+      pair_losses = pair_losses - d.nll_coef * logps[:, 0] / jnp.maximum(lengths[:, 0], 1)
     w = batch['weight']
-    chosen, rejected = r.beta * (logps[:, 0] - ref[:, 0]), r.beta * (logps[:, 1] - ref[:, 1])
+    chosen, rejected = d.beta * (logps[:, 0] - ref[:, 0]), d.beta * (logps[:, 1] - ref[:, 1])
     extra = {'rewards/chosen': jnp.sum(w * chosen), 'rewards/rejected': jnp.sum(w * rejected),
              'rewards/margin': jnp.sum(w * (chosen - rejected)), 'rewards/accuracy': jnp.sum(w * (chosen > rejected))}
     return jnp.sum(w * pair_losses), jnp.sum(w), extra
@@ -124,14 +124,14 @@ def build_task(config):
       ref = gm.init_params(module, jax.random.split(jax.random.PRNGKey(config.train.seed))[0],
                            shardings=gs.param_shardings(gm.abstract_variables(module)['params'], mesh))
   frozen = {'ref': ref}
-  if r.precompute_ref:
+  if r.dpo.precompute_ref:
     train_rows['ref_logps'] = reference_logps(config, ref, train_rows, mesh)
     if held_out is not None:
       held_out['ref_logps'] = reference_logps(config, ref, held_out, mesh)
     frozen = {}
   # The reference's forward pass is a third of a training row's FLOPs, counted only when it runs in the step.
   return (*stage.make_task(config, data, train_rows, held_out, tokens_per_row, module, loss_fn(config),
-                           1.0 if r.precompute_ref else 4 / 3, frozen), data)
+                           1.0 if r.dpo.precompute_ref else 4 / 3, frozen), data)
 
 
 def main(argv):

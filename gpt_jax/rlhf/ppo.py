@@ -1,10 +1,11 @@
 """PPO (and PPO-ptx) from an SFT policy against a reward model: the run around the update in ppo_update.py.
 
     python -m gpt_jax.rlhf.ppo --config=configs/rlhf.py:ppo --workdir=runs/ppo \\
-        --config.rlhf.policy_from=runs/sft --config.rlhf.reward_from=runs/rm [--config.rlhf.ptx_source=stdlib]
+        --config.rlhf.ppo.policy_from=runs/sft --config.rlhf.ppo.reward_from=runs/rm \\
+        [--config.rlhf.ppo.ptx_source=stdlib]
 
 The shared loop (loop.train) runs it: the update replaces the task's train step, and two hooks do what happens
-between updates (the adaptive KL controller, every update; the sample table, every rlhf.sample_every). So a PPO
+between updates (the adaptive KL controller, every update; the sample table, every rlhf.ppo.sample_every). So a PPO
 run has the loop's non-finite stop, checkpoint bookkeeping, preemption at any update, evaluation (the policy's
 pretraining loss, from step 0) and progress lines. The policy is exported to <workdir>/policy when it finishes.
 
@@ -50,29 +51,29 @@ def episodes_per_update(config) -> int:
 
 
 def prepare(config):
-  """The PPO config: model shape and tokenizer of rlhf.policy_from, checked against the reward model's and the
+  """The PPO config: model shape and tokenizer of rlhf.ppo.policy_from, checked against the reward model's and the
   rollout shapes."""
-  rl = config.rlhf
+  p = config.rlhf.ppo
   for name, what in (('policy_from', 'the SFT run PPO starts from'), ('reward_from', 'the reward-model run')):
-    if not rl[name]:
-      raise ConfigError(f'rlhf.{name} is required: {what}, e.g. --config.rlhf.{name}=runs/'
+    if not p[name]:
+      raise ConfigError(f'rlhf.ppo.{name} is required: {what}, e.g. --config.rlhf.ppo.{name}=runs/'
                         f'{"sft" if name == "policy_from" else "rm"}.')
-    if not os.path.isdir(rl[name]):
-      raise ConfigError(f'rlhf.{name}={rl[name]!r} is not a directory: give {what}.')
+    if not os.path.isdir(p[name]):
+      raise ConfigError(f'rlhf.ppo.{name}={p[name]!r} is not a directory: give {what}.')
   config = config.copy_and_resolve_references()
-  config.rlhf.init_from = rl.policy_from
+  config.rlhf.init_from = p.policy_from
   config = stage.prepare(config)
-  rm_model = ckpt.load_config(rl.reward_from).model
+  rm_model = ckpt.load_config(p.reward_from).model
   for name, value in config.model.items():
     if name not in stage.STAGE_MODEL_FIELDS and rm_model[name] != value:
-      raise ConfigError(f'the reward model in {rl.reward_from} has model.{name}={rm_model[name]!r} but the policy '
+      raise ConfigError(f'the reward model in {p.reward_from} has model.{name}={rm_model[name]!r} but the policy '
                         f'has {value!r}: train the reward model from the same SFT run (rlhf.init_from).')
   rl, context = config.rlhf, config.model.context
   if rl.max_prompt_tokens + rl.response_tokens > context:
     raise ConfigError(f'rlhf.max_prompt_tokens={rl.max_prompt_tokens} + rlhf.response_tokens={rl.response_tokens} '
                       f'exceed model.context={context}: shorten one of them.')
-  if episodes_per_update(config) % rl.minibatches:
-    raise ConfigError(f'rlhf.minibatches={rl.minibatches} does not divide the {episodes_per_update(config)} '
+  if episodes_per_update(config) % rl.ppo.minibatches:
+    raise ConfigError(f'rlhf.ppo.minibatches={rl.ppo.minibatches} does not divide the {episodes_per_update(config)} '
                       f'episodes per update (train.batch_tokens / model.context): choose a divisor.')
   return config
 
@@ -102,7 +103,7 @@ class Streams:
   def adapt(self, config, kl: float) -> None:
     """The adaptive KL controller (Ziegler et al.): beta *= 1 + clip(KL / target - 1, +-0.2) n / horizon. A
     non-finite KL (a skipped update's) leaves beta as it is."""
-    rl = config.rlhf
+    rl = config.rlhf.ppo
     if rl.kl_target and np.isfinite(kl):
       error = float(np.clip(kl / rl.kl_target - 1.0, -0.2, 0.2))
       self.kl_coef *= 1.0 + error * episodes_per_update(config) / rl.kl_horizon
@@ -124,9 +125,9 @@ class Run:
         lambda n, seed, held_out: [{'prompt': x['prompt']} for x in toy.instructions(n, seed, held_out)]))
     self.ids = TokenIds(self.data.tokenizer.eot_id, self.data.tokenizer.pad_id)
     rows = rdata.prompt_rows(self.data.train, self.data.tokenizer, rl.max_prompt_tokens, self.data.counts)
-    ptx = (pipeline.TrainStream(_pretraining(config, rl.ptx_source), process_index=0, process_count=1)
-           if rl.ptx_source else None)
-    self.streams = Streams(stage.stream(config, rows, self.data), ptx, rl.kl_coef)
+    ptx = (pipeline.TrainStream(_pretraining(config, rl.ppo.ptx_source), process_index=0, process_count=1)
+           if rl.ppo.ptx_source else None)
+    self.streams = Streams(stage.stream(config, rows, self.data), ptx, rl.ppo.kl_coef)
     eval_batches = (lambda: pipeline.eval_batches(config, config.train.eval_batches, episodes_per_update(config))) \
         if config.train.eval_every and config.train.eval_batches else None
     lm_loss = losses.lm_loss_fn(config)
@@ -141,9 +142,9 @@ class Run:
     self.frozen, self.samples = None, None
 
   def train(self, workdir: str) -> loop.Result:
-    hooks = [loop.Hook(1, self._adapt_kl)] if self.config.rlhf.kl_target else []
-    if self.config.rlhf.sample_every:
-      hooks.append(loop.Hook(self.config.rlhf.sample_every, self._sample_table))
+    hooks = [loop.Hook(1, self._adapt_kl)] if self.config.rlhf.ppo.kl_target else []
+    if self.config.rlhf.ppo.sample_every:
+      hooks.append(loop.Hook(self.config.rlhf.ppo.sample_every, self._sample_table))
     return loop.train(self.config, workdir, self.task, gs.make_mesh(self.config.mesh), self.record,
                       make_update=self._make_update, hooks=hooks)
 
@@ -155,9 +156,9 @@ class Run:
     if self.frozen is None:  # a Run trains on one mesh
       config = self.config
       cast = (lambda t: jax.tree.map(lambda x: x.astype(jnp.bfloat16), t)) \
-          if config.rlhf.frozen_dtype == 'bfloat16' else (lambda t: t)
-      ref = loop.load_params(config.rlhf.policy_from, gm.GPTLM(config.model), mesh)[0]
-      reward = loop.load_params(config.rlhf.reward_from, RewardModel(config.model), mesh)[0]
+          if config.rlhf.ppo.frozen_dtype == 'bfloat16' else (lambda t: t)
+      ref = loop.load_params(config.rlhf.ppo.policy_from, gm.GPTLM(config.model), mesh)[0]
+      reward = loop.load_params(config.rlhf.ppo.reward_from, RewardModel(config.model), mesh)[0]
       self.frozen = Frozen(cast(ref), cast(reward), jnp.float32(1.0), jnp.float32(0.0))
     return self.frozen
 
@@ -179,7 +180,7 @@ class Run:
                 temperature=config.rlhf.temperature, response_tokens=config.rlhf.response_tokens)
 
   def _init_params(self, rng, shardings):
-    """The policy from rlhf.policy_from; the value network from it with a zero head, or from the reward model with
+    """The policy from rlhf.ppo.policy_from; the value network from it with a zero head, or from the reward model with
     the normalisation folded into its head (so values start on the scale of the normalised scores)."""
     config = self.config
     mesh = jax.tree.leaves(shardings)[0].mesh
@@ -188,14 +189,14 @@ class Run:
     norm = self.streams.reward_norm = self._measure_reward_norm(mesh)
     self.record['reward_norm'] = norm
     if jax.process_index() == 0:
-      print(f'initialised the policy from {config.rlhf.policy_from}, the value from the '
-            f'{"reward model" if config.rlhf.value_from == "reward" else "policy"}', flush=True)
+      print(f'initialised the policy from {config.rlhf.ppo.policy_from}, the value from the '
+            f'{"reward model" if config.rlhf.ppo.value_from == "reward" else "policy"}', flush=True)
       print(f'reward normalisation: gain {norm["gain"]:.4g}, bias {norm["bias"]:.4g} over {norm["samples"]} '
-            f'responses of {config.rlhf.policy_from} (temperature {norm["temperature"]}, '
+            f'responses of {config.rlhf.ppo.policy_from} (temperature {norm["temperature"]}, '
             f'{norm["response_tokens"]} tokens)', flush=True)
-    policy = loop.load_params(config.rlhf.policy_from, gm.GPTLM(config.model), mesh)[0]
-    if config.rlhf.value_from == 'reward':
-      reward = loop.load_params(config.rlhf.reward_from, RewardModel(config.model), mesh)[0]
+    policy = loop.load_params(config.rlhf.ppo.policy_from, gm.GPTLM(config.model), mesh)[0]
+    if config.rlhf.ppo.value_from == 'reward':
+      reward = loop.load_params(config.rlhf.ppo.reward_from, RewardModel(config.model), mesh)[0]
       head = reward['reward_head']['Dense_0']
       value = dict(trunk=reward['trunk'], value_head={'Dense_0': dict(
           kernel=head['kernel'] * norm['gain'], bias=head['bias'] * norm['gain'] + norm['bias'])})
@@ -217,7 +218,7 @@ class Run:
     param_sh = jax.tree.map(lambda x: x.sharding, plan.abstract_params)
     train_sh = jax.tree.map(lambda x: x.sharding, plan.abstract_train)
     batch_sh = {'prompts': gs.batch_sharding(mesh), 'lengths': gs.batch_sharding(mesh)}
-    if config.rlhf.ptx_source:
+    if config.rlhf.ppo.ptx_source:
       batch_sh['ptx'] = gs.replicated(mesh)
     update = jax.jit(make_update(config, plan.optimizer, self.ids), donate_argnums=(0, 1),
                      in_shardings=(param_sh, train_sh, jax.tree.map(lambda x: x.sharding, frozen), batch_sh, None),
@@ -232,9 +233,9 @@ class Run:
 
   def _ptx_rows(self, mesh) -> dict:
     """The pretraining rows of one update, [epochs, minibatches, ptx_rows, L] each, replicated."""
-    rl = self.config.rlhf
-    rows = self.streams.ptx.next_batch(rl.ppo_epochs * rl.minibatches * rl.ptx_rows)
-    shape = (rl.ppo_epochs, rl.minibatches, rl.ptx_rows, -1)
+    rl = self.config.rlhf.ppo
+    rows = self.streams.ptx.next_batch(rl.epochs * rl.minibatches * rl.ptx_rows)
+    shape = (rl.epochs, rl.minibatches, rl.ptx_rows, -1)
     return {name: jax.device_put(value.reshape(shape), gs.replicated(mesh)) for name, value in rows.items()}
 
   def _adapt_kl(self, info: loop.StepInfo) -> None:

@@ -5,10 +5,10 @@ order and inside one jit, purejaxrl's phases:
 
     rollout:     the KV-cache decoder samples responses (temperature tau, per-token log-probs of the sampling
                  distribution, done flags); the reward model scores each at its EOS (normalised with gain and
-                 bias, minus rlhf.missing_eos_penalty without EOS); the reference's log-probs; values
+                 bias, minus rlhf.ppo.missing_eos_penalty without EOS); the reference's log-probs; values
     advantages:  per-token rewards -beta (logp - logp_ref) with the score at EOS, GAE as a reverse lax.scan,
                  advantages whitened over valid tokens
-    epochs:      ppo_epochs x minibatches as nested scans (a fresh permutation per epoch), each minibatch one
+    epochs:      rlhf.ppo.epochs x minibatches as nested scans (a fresh permutation per epoch), each minibatch one
                  optimizer step on the clipped policy loss + value_coef x the clipped value loss (+ ptx_coef x the
                  LM loss of a pretraining minibatch); a non-finite step is skipped and counted, as in loop.py.
 
@@ -185,11 +185,11 @@ def rollout(config, models: Models, params, frozen: Frozen, batch, kl_coef, rng,
   ref_logprobs = losses.token_logprobs(ref_logits, gen.tokens)
   values = response_values(models.value, params['value'], sequences, lengths, steps) * mask
   raw = score_responses(models, frozen, sequences, lengths, last)
-  score = frozen.gain * raw + frozen.bias - rl.missing_eos_penalty * (~has_eos)
+  score = frozen.gain * raw + frozen.bias - rl.ppo.missing_eos_penalty * (~has_eos)
   rewards = shaped_rewards(gen.logprobs, ref_logprobs, mask, last, score, kl_coef)
-  if rl.whiten_rewards:
+  if rl.ppo.whiten_rewards:
     rewards = whiten(rewards, mask, shift_mean=False)
-  advantages, returns = gae(rewards, values, mask, rl.gamma, rl.lam)
+  advantages, returns = gae(rewards, values, mask, rl.ppo.gamma, rl.ppo.lam)
   return Rollout(sequences, lengths, gen.tokens, mask, gen.logprobs * mask, ref_logprobs * mask, values,
                  whiten(advantages, mask), returns, score, has_eos)
 
@@ -221,9 +221,9 @@ def minibatch_loss(config, models: Models, params, mb: Rollout, ptx):
   values = response_values(models.value, params['value'], mb.sequences, mb.lengths, steps)
   log_ratio = (logprobs - mb.logprobs) * mb.mask
   ratio = jnp.exp(log_ratio)
-  policy_loss, clip_frac = policy_objective(mb.advantages, ratio, rl.clip, mb.mask)
-  value_loss, value_clip_frac = value_objective(values, mb.values, mb.returns, rl.value_clip, mb.mask)
-  loss = policy_loss + rl.value_coef * value_loss
+  policy_loss, clip_frac = policy_objective(mb.advantages, ratio, rl.ppo.ratio_clip, mb.mask)
+  value_loss, value_clip_frac = value_objective(values, mb.values, mb.returns, rl.ppo.value_clip, mb.mask)
+  loss = policy_loss + rl.ppo.value_coef * value_loss
   entropy = -jnp.sum(jax.nn.softmax(logits, axis=-1) * jax.nn.log_softmax(logits, axis=-1), axis=-1)
   metrics = dict(policy_loss=policy_loss, value_loss=value_loss, ratio=masked_mean(ratio, mb.mask),
                  approx_kl=0.5 * masked_mean(jnp.square(log_ratio), mb.mask), clip_frac=clip_frac,
@@ -231,7 +231,7 @@ def minibatch_loss(config, models: Models, params, mb: Rollout, ptx):
   if ptx is not None:
     ptx_sum, ptx_weight, _ = losses.lm_loss_fn(config)(params['policy'], ptx, jax.random.key(0), False, None)
     metrics['ptx_loss'] = ptx_sum / jnp.maximum(ptx_weight, 1.0)
-    loss = loss + rl.ptx_coef * metrics['ptx_loss']
+    loss = loss + rl.ppo.ptx_coef * metrics['ptx_loss']
   return loss, metrics
 
 
@@ -253,7 +253,7 @@ def make_update(config, optimizer, ids: TokenIds):
   is the first SAMPLE_ROWS episodes of its rollout. batch: prompts [B, P], lengths [B] and, for PPO-ptx, 'ptx':
   the pretraining rows as [epochs, minibatches, rows, L] arrays (inputs, targets, and positions and segment_ids
   when packed)."""
-  rl = config.rlhf
+  rl = config.rlhf.ppo
   models = models_of(config)
 
   def minibatch_step(carry, inputs):
@@ -281,7 +281,7 @@ def make_update(config, optimizer, ids: TokenIds):
       split = lambda x: x[order].reshape(rl.minibatches, episodes // rl.minibatches, *x.shape[1:])  # noqa: E731
       return jax.lax.scan(minibatch_step, carry, (jax.tree.map(split, ro), ptx))
 
-    keys = jax.random.split(epoch_rng, rl.ppo_epochs)
+    keys = jax.random.split(epoch_rng, rl.epochs)
     skips = {name: train[name] for name in SKIP_COUNTERS}
     carry = (params, loop.with_learning_rate(train['opt_state'], lr), skips)
     (params, opt_state, skips), mb_metrics = jax.lax.scan(epoch, carry, (keys, batch.get('ptx')))

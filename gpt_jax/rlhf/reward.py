@@ -79,15 +79,15 @@ def loss_fn(config):
 
 
 def build_task(config):
-  r = config.rlhf
-  make = lambda n, seed, held_out: toy.rankings(n, seed, held_out, r.max_responses)  # noqa: E731
-  data = stage.load(config, 'reward', lambda fmt: rdata.ranked_responses(r.max_responses), stage.toy_source(make))
+  r, k = config.rlhf, config.rlhf.reward.max_responses
+  make = lambda n, seed, held_out: toy.rankings(n, seed, held_out, k)  # noqa: E731
+  data = stage.load(config, 'reward', lambda fmt: rdata.ranked_responses(k), stage.toy_source(make))
   context = config.model.context
   rows_of = lambda examples, counts: rdata.ranking_rows(examples, data.tokenizer, context,  # noqa: E731
-                                                        r.max_prompt_tokens, r.max_responses, counts)
+                                                        r.max_prompt_tokens, k, counts)
   train_rows = rows_of(data.train, data.counts)
   held_out = rows_of(data.held_out, data.held_out_counts) if data.held_out is not None else None
-  tokens_per_row = r.max_responses * context
+  tokens_per_row = k * context
   return (*stage.make_task(config, data, train_rows, held_out, tokens_per_row, RewardModel(config.model),
                            loss_fn(config)), data)
 
@@ -134,10 +134,10 @@ def normalization(config, params, mesh, data: stage.Data) -> dict:
   """{gain, bias, mean, std, samples, source, sampling}: gain * raw + bias has mean 0 and std 1 over responses
   sampled from rlhf.init_from to the first training prompts and scored as PPO scores its rollouts (the sampled ids
   as they are: at EOS, or at the last token of a response the length limit cut); without a starting policy or
-  with rlhf.norm_samples = 0, over the training data's own responses (sampling: null)."""
+  with rlhf.reward.norm_samples = 0, over the training data's own responses (sampling: null)."""
   r = config.rlhf
   scorer = Scorer(config, params, mesh, data.tokenizer, 64)
-  if r.init_from and r.norm_samples:
+  if r.init_from and r.reward.norm_samples:
     sequences, sampling = _policy_samples(config, mesh, data)
     raw, source = scorer.score_ids(sequences), f'{len(sequences)} samples of {r.init_from}'
   else:
@@ -150,20 +150,20 @@ def normalization(config, params, mesh, data: stage.Data) -> dict:
 
 
 def _policy_samples(config, mesh, data: stage.Data) -> tuple[list[np.ndarray], dict]:
-  """(prompt + sampled response ids of rlhf.norm_samples prompts, the sampling settings): prompts cut from the left
-  to rlhf.max_prompt_tokens as PPO cuts them (less, if the response would not fit the context)."""
+  """(prompt + sampled response ids of rlhf.reward.norm_samples prompts, the sampling settings): prompts cut from
+  the left to rlhf.max_prompt_tokens as PPO cuts them (less, if the response would not fit the context)."""
   r, context = config.rlhf, config.model.context
   prompt_budget = min(r.max_prompt_tokens, context - r.response_tokens)
   # An empty prompt starts from EOS, as the sampler starts it.
   prompts = [list(data.tokenizer.encode(data.train[i % len(data.train)][0]))[-prompt_budget:]
-             or [data.tokenizer.eot_id] for i in range(r.norm_samples)]
+             or [data.tokenizer.eot_id] for i in range(r.reward.norm_samples)]
   sampler = sample.Sampler(gm.GPTLM(config.model), config.model, stage.load_lm_params(r.init_from, config, mesh),
                            eot_id=data.tokenizer.eot_id, pad_id=data.tokenizer.pad_id,
-                           batch_size=min(64, r.norm_samples), mesh=mesh)
+                           batch_size=min(64, r.reward.norm_samples), mesh=mesh)
   samples = sampler.generate(prompts, max_new_tokens=r.response_tokens, rng=jax.random.key(config.train.seed),
                              temperature=r.temperature)
   sequences = [np.concatenate([np.asarray(p, np.int32), s.tokens.astype(np.int32)]) for p, s in zip(prompts, samples)]
-  sampling = dict(temperature=r.temperature, response_tokens=r.response_tokens, samples=r.norm_samples,
+  sampling = dict(temperature=r.temperature, response_tokens=r.response_tokens, samples=r.reward.norm_samples,
                   max_prompt_tokens=prompt_budget, seed=config.train.seed)
   return sequences, sampling
 
@@ -183,7 +183,7 @@ def read_normalization(workdir: str) -> dict:
 def train_main(config):
   config = stage.prepare(config)
   r = config.rlhf
-  if r.init_from and r.norm_samples and r.response_tokens >= config.model.context:
+  if r.init_from and r.reward.norm_samples and r.response_tokens >= config.model.context:
     raise ConfigError(f'rlhf.response_tokens={r.response_tokens} leaves the normalisation samples no room for a '
                       f'prompt in model.context={config.model.context}: make it at most {config.model.context - 1}.')
   config, task, data = build_task(config)

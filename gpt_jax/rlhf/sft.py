@@ -3,7 +3,7 @@
     python -m gpt_jax.rlhf.sft --config=configs/rlhf.py:sft --workdir=runs/sft --config.rlhf.init_from=runs/pre
 
 The model shape and tokenizer come from rlhf.init_from (a pretraining run or a params export); its trunk and LM
-head start the run. rlhf.data: 'toy', or prompt/completion, Alpaca or chat JSONL; rlhf.pack packs several
+head start the run. rlhf.data: 'toy', or prompt/completion, Alpaca or chat JSONL; rlhf.sft.pack packs several
 examples per row. Rerunning the command resumes exactly.
 """
 
@@ -29,7 +29,7 @@ def build_task(config):
 
   def rows_of(examples, pack, counts):
     return rdata.sft_rows(examples, data.tokenizer, context, r.max_prompt_tokens, pack, counts)
-  train_rows = rows_of(data.train, r.pack, data.counts)
+  train_rows = rows_of(data.train, r.sft.pack, data.counts)
   held_out = rows_of(data.held_out, False, data.held_out_counts) if data.held_out is not None else None
   return (*stage.make_task(config, data, train_rows, held_out, context, gm.GPTLM(config.model),
                            losses.lm_loss_fn(config), lm_loss=True), data)

@@ -79,9 +79,9 @@ def load(config, stage: str, parser, toy_records) -> Data:
   """Reads rlhf.data (and rlhf.eval_data) for a stage. parser(fmt) -> parse(where, record); toy_records(n, seed,
   held_out, kind) -> the toy task's records for this stage ('toy:<kind>' names a kind, for stages with several)."""
   r = config.rlhf
-  if r.pack and stage != 'sft':
-    raise ConfigError(f'rlhf.pack=true packs SFT examples, but the {stage} stage keeps one example per row: drop '
-                      f'--config.rlhf.pack.')
+  if r.sft.pack and stage != 'sft':
+    raise ConfigError(f'rlhf.sft.pack=true packs SFT examples, but the {stage} stage keeps one example per row: drop '
+                      f'--config.rlhf.sft.pack.')
   tokenizer = tokenizer_lib.load(config.data)
   counts, held_out_counts = collections.Counter(), collections.Counter()
   train_records = _records(config, r.data, toy_records, held_out=False, split='train')
