@@ -268,10 +268,9 @@ def _validate_data(config) -> None:
 
 def _validate_train(config) -> None:
   m, t = config.model, config.train
-  # A fine-tuning stage's sequences are rlhf.seq_len long when it is set (its own check is in _validate_rlhf).
-  length, name = (config.rlhf.seq_len, 'rlhf.seq_len') if config.rlhf.seq_len else (m.context, 'model.context')
-  if not isinstance(length, int) or length < 1:
-    _fail(f'rlhf.seq_len={length!r} must be a non-negative integer (0: model.context).')
+  # A fine-tuning stage's sequences are rlhf.seq_len long when it is set (a wrong one is refused by _validate_rlhf).
+  fits = isinstance(config.rlhf.seq_len, int) and 0 < config.rlhf.seq_len <= m.context
+  length, name = (config.rlhf.seq_len, 'rlhf.seq_len') if fits else (m.context, 'model.context')
   if t.batch_tokens < length or t.batch_tokens % length:
     _fail(f'train.batch_tokens={t.batch_tokens} must be a positive multiple of {name}={length}.')
   if t.microbatches < 1 or (t.batch_tokens // length) % t.microbatches:
