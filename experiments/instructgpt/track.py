@@ -33,7 +33,7 @@ def define_flags() -> None:
   flags.DEFINE_string('reward', None, 'the reward-model run (with reward_norm.json).')
   flags.DEFINE_string('out', None, 'JSON file for the results (a new file, unless --overwrite).')
   flags.DEFINE_float('temperature', 0.7, 'sampling temperature (PPO\'s).')
-  flags.DEFINE_integer('samples', 4, 'responses per prompt.')
+  flags.DEFINE_integer('samples', 2, 'responses per prompt.')
   flags.DEFINE_integer('response_tokens', 8, 'most tokens per response (PPO\'s).')
   flags.DEFINE_integer('limit', None, 'only the first N prompts of each split (smoke runs).')
   flags.DEFINE_integer('seed', 0, 'sampling seed (the same for every checkpoint).')
