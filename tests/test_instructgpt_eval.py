@@ -70,6 +70,7 @@ def test_overoptimisation_needs_an_interior_peak_a_fall_of_two_errors_and_a_risi
   assert not summary.overoptimised(points([0.5, 0.6, 0.59], [0.0, 1.0, 2.0]))['met']  # fell less than 2 SE
   assert not summary.overoptimised(points([0.5, 0.6, 0.55], [0.0, 1.0, 0.5]))['met']  # the RM score fell too
   assert not summary.overoptimised(points([0.5, 0.55, 0.6], [0.0, 1.0, 2.0]))['met']  # no peak inside
+  assert not summary.overoptimised(points([0.6, 0.55, 0.5], [0.0, 1.0, 2.0]))['met']  # gold only fell
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -66,8 +66,8 @@ def curve(track: dict) -> list[dict]:
 
 
 def overoptimised(points: list[dict]) -> dict:
-  """Whether gold peaks inside the run and falls by at least 2 standard errors after it while the RM score still
-  rises past the peak."""
+  """Whether gold peaks inside the curve (PPO updates, or best-of-n's n, as 'update'; after its start and before its
+  end) and falls by at least 2 standard errors after it while the RM score still rises past the peak."""
   gold = [p['gold'] for p in points]
   peak = int(np.argmax(gold))
   after = points[peak + 1:]
@@ -76,7 +76,7 @@ def overoptimised(points: list[dict]) -> dict:
   rm_rises = bool(after) and max(p['rm_score'] for p in after) > points[peak]['rm_score']
   return dict(peak_update=points[peak]['update'], peak_gold=gold[peak], fall_after_peak=fall, peak_gold_se=se,
               rm_score_at_peak=points[peak]['rm_score'], rm_score_last=points[-1]['rm_score'],
-              met=bool(after) and fall >= 2 * se and rm_rises)
+              met=peak > 0 and bool(after) and fall >= 2 * se and rm_rises)
 
 
 def early(track: dict) -> dict:
@@ -101,7 +101,9 @@ def criteria(s: dict) -> dict:
         win_rate_difference=ptx['win_rate_vs_sft'] - ppo['win_rate_vs_sft'],
         met=ppo['pretrain_loss'] - ptx['pretrain_loss'] >= 0.2
         and abs(ptx['win_rate_vs_sft'] - ppo['win_rate_vs_sft']) <= 0.05)
-  out['rm_score_rises_after_gold_peaks_and_falls'] = s['overoptimisation_check']
+  ppo_check, bon_check = s['overoptimisation_check'], s['overoptimisation_check_best_of_n']
+  out['rm_score_rises_after_gold_peaks_and_falls'] = dict(ppo=ppo_check, best_of_n=bon_check,
+                                                          met=ppo_check['met'] or bon_check['met'])
   return out
 
 
@@ -127,8 +129,19 @@ def main(argv):
            sft=dict(gold=sft['test']['gold'], pretrain_loss=sft['pretrain_loss'], greedy_gold=sft['test']['greedy_gold'],
                     at_temperatures=baselines['sft']['test']),
            ppo=dict(run=FLAGS.chosen, **early(chosen)))
+  s['ppo_last'] = {k: chosen['last'][k] for k in REPORTED if k in chosen['last']}
   if FLAGS.ptx:
-    s['ppo_ptx'] = dict(run=FLAGS.ptx, **early(tracks[FLAGS.ptx]))
+    ptx = tracks[FLAGS.ptx]
+    s['ppo_ptx'] = dict(run=FLAGS.ptx, **early(ptx))
+    s['ppo_ptx_last'] = {k: ptx['last'][k] for k in REPORTED if k in ptx['last']}
+    # Both runs at PPO-ptx's last update (whatever early stopping chose): test gold, KL, pretraining loss.
+    update = ptx['last']['update']
+    at = {name: next((c for c in t['checkpoints'] if c['update'] == update), None)
+          for name, t in ((FLAGS.chosen, chosen), (FLAGS.ptx, ptx))}
+    if all(at.values()):
+      s['ppo_vs_ppo_ptx_at_update'] = dict(update=update, **{
+          name: dict(gold=c['test']['gold'], kl=c['test']['kl'], pretrain_loss=c['pretrain_loss'])
+          for name, c in at.items()})
   seeds = {name: early(t) for name, t in tracks.items() if name == FLAGS.chosen or name.startswith(FLAGS.chosen + '_s')}
   s['ppo_seeds'] = dict(runs=seeds, **{f'{k}_mean': float(np.mean([r[k] for r in seeds.values()]))
                                        for k in ('gold', 'win_rate_vs_sft', 'kl')},
@@ -143,6 +156,10 @@ def main(argv):
   s['overoptimisation_curves'] = curves
   s['overoptimisation_check'] = overoptimised(curves[plotted])
   bon = baselines['best_of_n']['validation']
+  # Best-of-n keeps no per-prompt values: its standard error is taken as SFT's at update 0 (same prompts, T).
+  s['overoptimisation_check_best_of_n'] = dict(overoptimised(
+      [dict(update=r['n'], gold=r['gold'], gold_se=sft['validation']['gold_se'], rm_score=r['rm_score'])
+       for r in bon]), se_from='SFT at update 0 of the chosen run (validation)')
   s['fits'] = dict(best_of_n=fit(np.sqrt([r['kl'] for r in bon]), np.array([r['gold'] - bon[0]['gold'] for r in bon]),
                                  'bon'),
                    **{name: fit(np.sqrt(np.maximum([p['kl'] for p in c], 0.0)), np.array([p['gold_gain'] for p in c]),
