@@ -142,12 +142,14 @@ def test_the_commands_track_a_run_and_summarise_it(runs, tmp_path):
   assert len(lines) == 8 + stats['train']['kept']
   results = tmp_path / 'results'
   common = [f'--sft={sft}', f'--reward={rm}', '--limit=4', '--response_tokens=6']
-  _run('experiments.instructgpt.baselines', *common, f'--toy={toy_dir}', '--samples=16', '--sft_samples=2', '--temperatures=0.7',
+  _run('experiments.instructgpt.baselines', *common, f'--toy={toy_dir}', '--samples=16', '--sft_samples=2',
+       '--temperatures=0.7',
        f'--heldout={tmp_path / "onpolicy" / "rankings_heldout.jsonl"}', f'--out={results / "baselines.json"}')
   table = json.loads((results / 'baselines.json').read_text())
   assert [r['n'] for r in table['best_of_n']['test']] == [1, 2, 4, 8, 16]
   assert table['best_of_n']['test'][3]['kl'] == pytest.approx(math.log(8) - 7 / 8)
-  _run('experiments.instructgpt.track', f'--run={ppo}', *common, '--samples=2', f'--out={results / "track_ppo_b0.1.json"}')
+  _run('experiments.instructgpt.track', f'--run={ppo}', *common, '--samples=2',
+       f'--out={results / "track_ppo_b0.1.json"}')
   track = json.loads((results / 'track_ppo_b0.1.json').read_text())
   assert [c['update'] for c in track['checkpoints']] == [0, 10, 20]
   assert track['checkpoints'][1]['validation'] == track['checkpoints'][0]['validation']  # update 10 is SFT

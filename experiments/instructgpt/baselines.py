@@ -124,9 +124,7 @@ def main(argv):
                                  synthetic=pair_accuracy(scorer, read_jsonl(synthetic)))
   print(f'reward model accuracy: SFT-sample pairs {results["reward_model"]["on_policy_samples"]["accuracy"]:.3f}, '
         f'synthetic {results["reward_model"]["synthetic"]["accuracy"]:.3f}')
-  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-  with open(FLAGS.out, 'w', encoding='utf-8') as f:
-    json.dump(results, f, indent=2)
+  episodes.write_json(FLAGS.out, results)
 
 
 if __name__ == '__main__':

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -147,7 +149,8 @@ def bootstrap_ci(per_prompt: np.ndarray, resamples: int = 2000, seed: int = 0) -
 
 
 def summary(ep: Episodes) -> dict:
-  """Means over a set of episodes: gold (and its standard error over prompts), exact match, reward-model score, KL to SFT, share ended by EOS."""
+  """Means over a set of episodes: gold (and its standard error over prompts), exact match, reward-model score,
+  KL to SFT, share ended by EOS."""
   per_prompt = ep.per_prompt(ep.gold).mean(1)
   return dict(gold=float(ep.gold.mean()), gold_se=float(per_prompt.std(ddof=1) / np.sqrt(len(per_prompt))),
               exact=float(np.mean(ep.gold == 1.0)), rm_score=float(ep.rm.mean()), kl=float(ep.kl.mean()),
@@ -157,3 +160,10 @@ def summary(ep: Episodes) -> dict:
 def prompts_of(split: str, limit: int | None = None) -> list[str]:
   """The prompts of a held-out split (the first `limit` of them, when given)."""
   return [x['prompt'] for x in toy.held_out_split(split)][:limit]
+
+
+def write_json(path: str, value) -> None:
+  """value as indented JSON at path (its folder created)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, 'w', encoding='utf-8') as f:
+    json.dump(value, f, indent=2)

@@ -126,7 +126,8 @@ def main(argv):
                              **baselines['reward_model']),
            best_of_n=baselines['best_of_n']['test'], best_of_n_validation=baselines['best_of_n']['validation'],
            best_of_n_gain_16_vs_1=baselines['best_of_n_gain_16_vs_1']['test'],
-           sft=dict(gold=sft['test']['gold'], pretrain_loss=sft['pretrain_loss'], greedy_gold=sft['test']['greedy_gold'],
+           sft=dict(gold=sft['test']['gold'], pretrain_loss=sft['pretrain_loss'],
+                    greedy_gold=sft['test']['greedy_gold'],
                     at_temperatures=baselines['sft']['test']),
            ppo=dict(run=FLAGS.chosen, **early(chosen)))
   s['ppo_last'] = {k: chosen['last'][k] for k in REPORTED if k in chosen['last']}

@@ -15,10 +15,8 @@ prompts.
 
 from __future__ import annotations
 
-import json
 import os
 
-import numpy as np
 from absl import flags
 
 from experiments.instructgpt import episodes
@@ -98,9 +96,7 @@ def main(argv):
   print(f'early-stopped at update {chosen["update"]}: test gold {chosen["gold"]:.3f}, win rate vs SFT '
         f'{chosen["win_rate_vs_sft"]:.3f} {chosen["win_rate_vs_sft_ci95"]}, KL {chosen["kl"]:.3f}, '
         f'pretraining loss {chosen["pretrain_loss"]:.3f}')
-  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-  with open(FLAGS.out, 'w', encoding='utf-8') as f:
-    json.dump(results, f, indent=2)
+  episodes.write_json(FLAGS.out, results)
 
 
 if __name__ == '__main__':
