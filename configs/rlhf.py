@@ -4,7 +4,9 @@ The model shape and tokenizer come from rlhf.init_from (the run the stage starts
 tiny micro model) is used only for a random start. Batches are in tokens as everywhere: a row is one example
 (SFT: one sequence; reward: rlhf.reward.max_responses sequences; DPO: a chosen and a rejected sequence; classify: one
 sequence per text order or choice; PPO: one episode), so train.batch_tokens = rows x sequences per row x
-model.context; PPO runs train.total_tokens / train.batch_tokens updates.
+the sequence length: model.context, or rlhf.seq_len when a stage needs fewer tokens than the model's context (the
+batches below are written for model.context: pass --config.train.batch_tokens with seq_len, e.g. 16 x 48 for SFT
+at rlhf.seq_len=48). PPO runs train.total_tokens / train.batch_tokens updates.
 rlhf.epochs sets the run length; the schedule (2% warmup, cosine to 10% of peak) follows it.
 Defaults suit the embedded toy task on a CPU; InstructGPT's values are in the comments.
 """

@@ -105,12 +105,14 @@ def default_config() -> ml_collections.ConfigDict:
   r.toy_items = 4000  # training items drawn from the toy task (its held-out items are never among them)
   r.epochs = 0.0  # > 0: train.total_tokens becomes epochs x the data's rows; 0: train.total_tokens as set
   r.max_prompt_tokens = 64  # prompts longer than this are cut from the left (and counted)
+  r.seq_len = 0  # tokens per sequence of every stage's rows and PPO episodes (0: model.context); at most model.context
   r.skip_bad_lines = False  # skip and count malformed data lines instead of stopping at the first one
   r.response_tokens = 16  # most tokens sampled per response (reward normalisation samples, PPO rollouts)
   r.temperature = 1.0  # sampling temperature of those responses (PPO: old, new and reference log-probs use it too)
 
   r.sft = rs = ml_collections.ConfigDict()
   rs.pack = False  # pack several examples into each row, kept apart by segment ids
+  rs.pretrain_mix = 0.0  # share of each batch's rows that are pretraining rows of data.source (all tokens; 0: off)
 
   r.classify = rc = ml_collections.ConfigDict()
   rc.lm_coef = 0.5  # GPT-1 fine-tuning: lambda of the auxiliary LM loss, L3 = L2 + lambda * L1 (0: off)
@@ -266,10 +268,13 @@ def _validate_data(config) -> None:
 
 def _validate_train(config) -> None:
   m, t = config.model, config.train
-  if t.batch_tokens < m.context or t.batch_tokens % m.context:
-    _fail(f'train.batch_tokens={t.batch_tokens} must be a positive multiple of model.context={m.context}.')
-  if t.microbatches < 1 or (t.batch_tokens // m.context) % t.microbatches:
-    _fail(f'train.microbatches={t.microbatches} must divide the batch of {t.batch_tokens // m.context} sequences.')
+  # A fine-tuning stage's sequences are rlhf.seq_len long when it is set (a wrong one is refused by _validate_rlhf).
+  fits = isinstance(config.rlhf.seq_len, int) and 0 < config.rlhf.seq_len <= m.context
+  length, name = (config.rlhf.seq_len, 'rlhf.seq_len') if fits else (m.context, 'model.context')
+  if t.batch_tokens < length or t.batch_tokens % length:
+    _fail(f'train.batch_tokens={t.batch_tokens} must be a positive multiple of {name}={length}.')
+  if t.microbatches < 1 or (t.batch_tokens // length) % t.microbatches:
+    _fail(f'train.microbatches={t.microbatches} must divide the batch of {t.batch_tokens // length} sequences.')
   for name in ('log_every', 'max_consecutive_skips'):
     _number(config, f'train.{name}', low=1, integer=True)
   for name in ('eval_every', 'eval_batches', 'seed', 'sample_tokens'):
@@ -335,6 +340,11 @@ def _validate_rlhf(config) -> None:
   _number(config, 'rlhf.toy_items', low=1, integer=True)
   _number(config, 'rlhf.epochs', low=0.0, hint=' (0: train.total_tokens decides)')
   _number(config, 'rlhf.max_prompt_tokens', low=1, integer=True)
+  _number(config, 'rlhf.seq_len', low=0, integer=True, hint=' (0: model.context)')
+  if r.seq_len > config.model.context:
+    _fail(f'rlhf.seq_len={r.seq_len} is longer than model.context={config.model.context}: make it at most '
+          f'{config.model.context} (0: model.context).')
+  _number(config, 'rlhf.sft.pretrain_mix', low=0.0, high=1.0, high_open=True, hint=' (0: off)')
   _number(config, 'rlhf.response_tokens', low=1, integer=True)
   _number(config, 'rlhf.temperature', low=0.0, low_open=True)
   for path in ('rlhf.skip_bad_lines', 'rlhf.sft.pack', 'rlhf.dpo.precompute_ref', 'rlhf.ppo.whiten_rewards'):

@@ -1,40 +1,85 @@
 #!/usr/bin/env bash
-# The toy InstructGPT pipeline end to end on a CPU: base -> SFT -> RM -> PPO and PPO-ptx, and SFT -> DPO; then the
-# held-out evaluations, the comparison and the PPO plot. Each stage goes through its public entry point; rerunning
-# resumes. Everything is written under the runs directory (tables and plot in <runs>/results); only `publish`
-# copies those tables and the plot into experiments/instructgpt/results, the committed results.
+# The toy InstructGPT pipeline end to end on a CPU, tracked against the gold score:
+#   base -> SFT -> on-policy comparisons -> reward model -> baselines (SFT, best-of-n, RM accuracy)
+#   -> PPO at two betas, PPO-ptx, two more seeds of the chosen beta (each checkpoint tracked against gold)
+#   -> DPO -> greedy comparison -> summary.json and plots.
+# Every stage goes through its public entry point and writes only under the runs directory (tables and plots in
+# <runs>/results). A finished stage leaves <runs>/done/<stage> and is skipped on a rerun; an interrupted training
+# stage resumes where it stopped. Wall times are appended to <runs>/results/wall_times.txt. Only `publish` copies
+# the tables and plots into experiments/instructgpt/results, the committed results.
 # Usage: experiments/instructgpt/run.sh [runs directory, default runs/instructgpt]
 #        experiments/instructgpt/run.sh publish [runs directory, default runs/instructgpt]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
+PUBLISHED=(summary.json overoptimisation.png ppo.png baselines.json compare.json wall_times.txt)
 if [[ ${1:-} == publish ]]; then
   R=${2:-runs/instructgpt}
-  for name in compare.json ppo.png wall_times.txt; do
+  for name in "${PUBLISHED[@]}"; do
     [[ -f $R/results/$name ]] || { echo "error: $R/results/$name does not exist: run experiments/instructgpt/run.sh $R first." >&2; exit 2; }
   done
-  cp "$R/results/compare.json" "$R/results/ppo.png" "$R/results/wall_times.txt" experiments/instructgpt/results/
-  echo "copied compare.json, ppo.png and wall_times.txt from $R/results to experiments/instructgpt/results"
+  for name in "${PUBLISHED[@]}"; do cp "$R/results/$name" experiments/instructgpt/results/; done
+  cp "$R"/results/track_*.json experiments/instructgpt/results/
+  echo "copied ${PUBLISHED[*]} and the track_*.json tables from $R/results to experiments/instructgpt/results"
   exit 0
 fi
 R=${1:-runs/instructgpt}
 OUT=$R/results
-mkdir -p "$OUT"
-stage() { local name=$1; shift; local start=$SECONDS; "$@"; echo "$name $((SECONDS - start)) s" >> "$OUT/wall_times.txt"; }
-: > "$OUT/wall_times.txt"
-stage base    $PY -m gpt_jax.train --config=configs/tiny.py:micro --workdir=$R/base
-[[ -d $R/toy ]] || stage toy $PY -m gpt_jax.rlhf toy --out=$R/toy  # deterministic: made once
-stage sft     $PY -m gpt_jax.rlhf.sft --workdir=$R/sft --config.rlhf.init_from=$R/base
-stage rm      $PY -m gpt_jax.rlhf.reward --workdir=$R/rm --config.rlhf.init_from=$R/sft
-stage ppo     $PY -m gpt_jax.rlhf.ppo --workdir=$R/ppo --config.rlhf.policy_from=$R/sft --config.rlhf.reward_from=$R/rm
-stage ppo_ptx $PY -m gpt_jax.rlhf.ppo --workdir=$R/ppo_ptx --config.rlhf.policy_from=$R/sft \
-                --config.rlhf.reward_from=$R/rm --config.rlhf.ptx_source=stdlib
-stage dpo     $PY -m gpt_jax.rlhf.dpo --workdir=$R/dpo --config.rlhf.init_from=$R/sft
-# The evaluations, comparison and plot are recomputed from the (resumed) runs on every pass: --overwrite.
-for run in base sft ppo/policy ppo_ptx/policy dpo; do
-  $PY -m gpt_jax.eval --workdir=$R/$run --tasks=$R/toy/eval/toy_qa --output_dir=$OUT/eval/${run%/policy} --overwrite
+mkdir -p "$OUT" "$R/done"
+stage() {  # stage NAME COMMAND...: runs COMMAND unless NAME is done; records its wall time
+  local name=$1; shift
+  [[ -f $R/done/$name ]] && return 0
+  local start=$SECONDS
+  "$@"
+  echo "$name $((SECONDS - start)) s" >> "$OUT/wall_times.txt"
+  touch "$R/done/$name"
+}
+
+# Every stage works at 48 tokens (the base model's context): the toy's prompts and answers take at most ~30.
+CONTEXT=48
+FT=(--config.rlhf.max_prompt_tokens=32)
+EPISODES=64 UPDATES=200 SHORT=100 RESPONSE=8 TEMPERATURE=0.7
+BETAS=(0.01 0.05) CHOSEN=0.01 SEEDS=(1 2) PTX_COEF=1.0
+
+stage base $PY -m gpt_jax.train --config=configs/tiny.py:micro --workdir=$R/base \
+  --config.model.context=$CONTEXT --config.train.batch_tokens=$((32 * CONTEXT))
+stage toy $PY -m gpt_jax.rlhf toy --out=$R/toy --overwrite
+stage sft $PY -m gpt_jax.rlhf.sft --workdir=$R/sft --config.rlhf.init_from=$R/base "${FT[@]}" \
+  --config.train.batch_tokens=$((16 * CONTEXT)) --config.rlhf.epochs=2
+stage onpolicy $PY -m experiments.instructgpt.onpolicy --sft=$R/sft --toy=$R/toy --out=$R/onpolicy --overwrite \
+  --samples=4 --temperature=1.0 --response_tokens=$RESPONSE
+stage rm $PY -m gpt_jax.rlhf.reward --workdir=$R/rm --config.rlhf.init_from=$R/sft "${FT[@]}" \
+  --config.rlhf.data=$R/onpolicy/rankings_train.jsonl --config.rlhf.eval_data=$R/onpolicy/rankings_heldout.jsonl \
+  --config.train.batch_tokens=$((16 * 4 * CONTEXT)) --config.rlhf.epochs=1 \
+  --config.rlhf.response_tokens=$RESPONSE --config.rlhf.temperature=$TEMPERATURE
+stage baselines $PY -m experiments.instructgpt.baselines --sft=$R/sft --reward=$R/rm --toy=$R/toy \
+  --heldout=$R/onpolicy/rankings_heldout.jsonl --out=$OUT/baselines.json --overwrite \
+  --temperature=$TEMPERATURE --response_tokens=$RESPONSE
+
+ppo() {  # ppo NAME UPDATES [overrides...]: a PPO run from SFT against the reward model, saved every 10 updates,
+         # then tracked
+  local name=$1 updates=$2; shift 2
+  stage $name $PY -m gpt_jax.rlhf.ppo --workdir=$R/$name --config.rlhf.ppo.policy_from=$R/sft \
+    --config.rlhf.ppo.reward_from=$R/rm "${FT[@]}" --config.rlhf.response_tokens=$RESPONSE \
+    --config.rlhf.temperature=$TEMPERATURE --config.train.batch_tokens=$((EPISODES * CONTEXT)) \
+    --config.train.total_tokens=$((updates * EPISODES * CONTEXT)) --config.train.eval_every=10 \
+    --config.checkpoint.every_steps=10 --config.checkpoint.keep_every=10 "$@"
+  stage track_$name $PY -m experiments.instructgpt.track --run=$R/$name --sft=$R/sft --reward=$R/rm \
+    --out=$OUT/track_$name.json --overwrite --temperature=$TEMPERATURE --response_tokens=$RESPONSE
+}
+for beta in "${BETAS[@]}"; do ppo ppo_b$beta $UPDATES --config.rlhf.ppo.kl_coef=$beta; done
+# PPO-ptx and the further seeds of the chosen beta are shorter (the time this machine had).
+ppo ppo_ptx $SHORT --config.rlhf.ppo.kl_coef=$CHOSEN --config.rlhf.ppo.ptx_source=stdlib \
+  --config.rlhf.ppo.ptx_coef=$PTX_COEF
+for seed in "${SEEDS[@]}"; do
+  ppo ppo_b${CHOSEN}_s$seed $SHORT --config.rlhf.ppo.kl_coef=$CHOSEN --config.train.seed=$seed --config.data.seed=$seed
 done
-stage compare $PY -m experiments.instructgpt.compare --reward=$R/rm --baseline=sft --out=$OUT/compare.json --overwrite \
-  --policies=base=$R/base,sft=$R/sft,ppo=$R/ppo/policy,ppo_ptx=$R/ppo_ptx/policy,dpo=$R/dpo
-$PY -m experiments.instructgpt.plots --runs=ppo=$R/ppo,ppo_ptx=$R/ppo_ptx --out=$OUT/ppo.png --overwrite
+stage dpo $PY -m gpt_jax.rlhf.dpo --workdir=$R/dpo --config.rlhf.init_from=$R/sft "${FT[@]}" \
+  --config.train.batch_tokens=$((16 * 2 * CONTEXT))
+
+# The comparison, summary and plots are recomputed from the runs on every pass: --overwrite.
+$PY -m experiments.instructgpt.compare --reward=$R/rm --baseline=sft --out=$OUT/compare.json --overwrite \
+  --policies=base=$R/base,sft=$R/sft,ppo=$R/ppo_b$CHOSEN/policy,ppo_ptx=$R/ppo_ptx/policy,dpo=$R/dpo
+$PY -m experiments.instructgpt.summary --results=$OUT --chosen=ppo_b$CHOSEN --ptx=ppo_ptx --overwrite
+$PY -m experiments.instructgpt.plots --results=$OUT --runs=ppo=$R/ppo_b$CHOSEN,ppo_ptx=$R/ppo_ptx --overwrite
 echo "results in $OUT; to replace the committed ones: experiments/instructgpt/run.sh publish $R"

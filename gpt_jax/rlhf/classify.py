@@ -69,14 +69,16 @@ def build_task(config):
       if label >= classes:
         raise rdata.DataError(f'a held-out label is {label} but training has labels 0..{classes - 1} only: give the '
                               f'training data every class.')
-  rows_of = lambda examples, counts: rdata.classify_rows(examples, data.tokenizer, config, counts)  # noqa: E731
+  length = stage.seq_len(config)
+  rows_of = lambda examples, counts: rdata.classify_rows(examples, data.tokenizer, config, length,  # noqa: E731
+                                                         counts)
   train_rows = rows_of(data.train, data.counts)
   sequences = train_rows['tokens'].shape[1]
   held_out = rows_of(data.held_out, data.held_out_counts) if data.held_out is not None else None
   if held_out is not None and held_out['tokens'].shape[1] != sequences:
     raise rdata.DataError(f'held-out items have {held_out["tokens"].shape[1]} sequences each, training items '
                           f'{sequences}: give both the same number of choices.')
-  tokens_per_row = sequences * config.model.context
+  tokens_per_row = sequences * length
   return (*stage.make_task(config, data, train_rows, held_out, tokens_per_row, Classifier(config.model, classes),
                            loss_fn(config, data.format, classes)), data)
 

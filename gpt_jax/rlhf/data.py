@@ -364,10 +364,10 @@ def framing_ids(config) -> tuple[int, int, int]:
   return ids
 
 
-def classify_rows(examples, tokenizer, config, counts) -> dict[str, np.ndarray]:
-  """GPT-1 rows: each sequence framed as start, texts joined by delimiters, extract; cut from the left to fit."""
+def classify_rows(examples, tokenizer, config, context: int, counts) -> dict[str, np.ndarray]:
+  """GPT-1 rows: each sequence framed as start, texts joined by delimiters, extract, in `context` tokens; cut from
+  the left to fit."""
   start, delim, extract = framing_ids(config)
-  context = config.model.context
   sequences = max(len(texts) for texts, _ in examples)
   n = len(examples)
   out = dict(tokens=np.full((n, sequences, context), tokenizer.pad_id, np.int32),
@@ -438,6 +438,36 @@ class RowStream:
   def restore(self, state: dict) -> None:
     pipeline.check_identity(self._identity, state)
     self._position = int(state['position'])
+
+
+class MixedStream:
+  """A RowStream with pretraining rows in every batch (SFT that keeps pretraining): of a global batch of B rows,
+  round(B * mix) come from the pretraining stream, with the loss on every token, and the rest from the rows; each
+  process takes its share of both. The state is both streams' positions, so resume is exact."""
+
+  def __init__(self, rows: RowStream, pretraining, mix: float):
+    self.rows, self.pretraining, self.mix = rows, pretraining, mix
+    self.n = rows.n
+
+  def next_batch(self, global_rows: int) -> dict[str, np.ndarray]:
+    k = round(global_rows * self.mix)
+    own = self.rows.next_batch(global_rows - k)
+    extra = self.pretraining.next_batch(k) if k else None
+    if extra is None:
+      return own
+    length = extra['inputs'].shape
+    extra.update(loss_mask=np.ones(length, np.float32), weight=np.ones(length[0], np.float32))
+    if 'segment_ids' in own:  # packed SFT rows: a pretraining row is one segment
+      extra.update(segment_ids=np.ones(length, np.int32), positions=np.broadcast_to(
+          np.arange(length[1], dtype=np.int32), length).copy())
+    return {name: np.concatenate([value, extra[name].astype(value.dtype)]) for name, value in own.items()}
+
+  def state(self) -> dict:
+    return {'rows': self.rows.state(), 'pretraining': self.pretraining.state()}
+
+  def restore(self, state: dict) -> None:
+    self.rows.restore(state['rows'])
+    self.pretraining.restore(state['pretraining'])
 
 
 def eval_batches(rows: dict[str, np.ndarray], global_rows: int, process_index: int = 0,

@@ -96,7 +96,7 @@ def reference_logps(config, ref_params, rows: dict, mesh) -> np.ndarray:
   every process (each holds every row, as its row stream does)."""
   module = gm.GPTLM(config.model)
   shards = gs.batch_shards(mesh)
-  batch_rows = shards * max(1, config.train.batch_tokens // (2 * config.model.context) // shards)
+  batch_rows = shards * max(1, config.train.batch_tokens // (2 * stage.seq_len(config)) // shards)
   score = jax.jit(lambda p, b: _pair_logps(module, p, b)[0])
   out = []
   with gs.activation_context(mesh):
@@ -109,7 +109,7 @@ def reference_logps(config, ref_params, rows: dict, mesh) -> np.ndarray:
 def build_task(config):
   r = config.rlhf
   data = stage.load(config, 'dpo', lambda fmt: rdata.pair, stage.toy_source(toy.pairs))
-  context = config.model.context
+  context = stage.seq_len(config)
   rows_of = lambda examples, counts: rdata.pair_rows(examples, data.tokenizer, context,  # noqa: E731
                                                      r.max_prompt_tokens, counts)
   train_rows = rows_of(data.train, data.counts)

@@ -47,7 +47,7 @@ cli.define_workdir_flag()
 
 
 def episodes_per_update(config) -> int:
-  return config.train.batch_tokens // config.model.context
+  return config.train.batch_tokens // stage.seq_len(config)
 
 
 def prepare(config):
@@ -68,13 +68,14 @@ def prepare(config):
     if name not in stage.STAGE_MODEL_FIELDS and rm_model[name] != value:
       raise ConfigError(f'the reward model in {p.reward_from} has model.{name}={rm_model[name]!r} but the policy '
                         f'has {value!r}: train the reward model from the same SFT run (rlhf.init_from).')
-  rl, context = config.rlhf, config.model.context
-  if rl.max_prompt_tokens + rl.response_tokens > context:
+  rl, length = config.rlhf, stage.seq_len(config)
+  name = 'rlhf.seq_len' if rl.seq_len else 'model.context'
+  if rl.max_prompt_tokens + rl.response_tokens > length:
     raise ConfigError(f'rlhf.max_prompt_tokens={rl.max_prompt_tokens} + rlhf.response_tokens={rl.response_tokens} '
-                      f'exceed model.context={context}: shorten one of them.')
+                      f'exceed {name}={length}: shorten one of them.')
   if episodes_per_update(config) % rl.ppo.minibatches:
     raise ConfigError(f'rlhf.ppo.minibatches={rl.ppo.minibatches} does not divide the {episodes_per_update(config)} '
-                      f'episodes per update (train.batch_tokens / model.context): choose a divisor.')
+                      f'episodes per update (train.batch_tokens / {name}): choose a divisor.')
   return config
 
 
@@ -134,8 +135,8 @@ class Run:
     self.task = loop.Task(
         module=PolicyValue(config.model),
         loss_fn=lambda params, batch, rng, train, frozen: lm_loss(params['policy'], batch, rng, train, {}),
-        train_stream=self.streams, tokens_per_row=config.model.context,  # an episode is a context-long row
-        flops_per_row=config.model.context * flops.flops_per_token(config.model),
+        train_stream=self.streams, tokens_per_row=stage.seq_len(config),  # an episode is a seq_len-long row
+        flops_per_row=stage.seq_len(config) * flops.flops_per_token(config.model),
         eval_batches=loop.cached(eval_batches), init_params=self._init_params, eval_at_start=True)
     self.record = dict(cli.run_record(config, self.data.tokenizer),
                        data=dict(format=self.data.format, rows=self.streams.prompts.n, **self.data.counts))

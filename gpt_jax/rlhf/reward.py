@@ -82,7 +82,7 @@ def build_task(config):
   r, k = config.rlhf, config.rlhf.reward.max_responses
   make = lambda n, seed, held_out: toy.rankings(n, seed, held_out, k)  # noqa: E731
   data = stage.load(config, 'reward', lambda fmt: rdata.ranked_responses(k), stage.toy_source(make))
-  context = config.model.context
+  context = stage.seq_len(config)
   rows_of = lambda examples, counts: rdata.ranking_rows(examples, data.tokenizer, context,  # noqa: E731
                                                         r.max_prompt_tokens, k, counts)
   train_rows = rows_of(data.train, data.counts)

@@ -56,11 +56,17 @@ def prepare(config):
         config.model[name] = value
     config.data.tokenizer = base.data.tokenizer
   config = gcfg.validate(config)
-  context = config.model.context
-  if config.rlhf.max_prompt_tokens >= context:
+  length, name = seq_len(config), 'rlhf.seq_len' if config.rlhf.seq_len else 'model.context'
+  if config.rlhf.max_prompt_tokens >= length:
     raise ConfigError(f'rlhf.max_prompt_tokens={config.rlhf.max_prompt_tokens} leaves a response no room in '
-                      f'model.context={context}: make it at most {context - 1} (e.g. {context // 2}).')
+                      f'{name}={length}: make it at most {length - 1} (e.g. {length // 2}).')
   return config
+
+
+def seq_len(config) -> int:
+  """Tokens per sequence of the stage's rows: rlhf.seq_len, or the model's context when it is 0. Learned positions
+  use their first seq_len rows, so a stage at the length its data needs computes what it would at full context."""
+  return config.rlhf.seq_len or config.model.context
 
 
 @dataclasses.dataclass
@@ -176,11 +182,12 @@ def pretrained(config, module):
 
 
 def make_task(config, data: Data, rows: dict, held_out: dict | None, tokens_per_row: int, module, loss_fn,
-              flops_factor: float = 1.0, frozen=None, lm_loss: bool = False) -> tuple:
+              flops_factor: float = 1.0, frozen=None, lm_loss: bool = False, epoch_rows: int | None = None) -> tuple:
   """(config with the epoch budget applied, the stage's Task): rows streamed, held-out rows evaluated, module
   initialised from rlhf.init_from; a row's FLOPs are flops_factor x a training pass over its tokens; lm_loss: the
-  loss is a language-modelling loss (SFT), so evaluation reports a perplexity."""
-  config = with_epochs(config, n_rows(rows), tokens_per_row)
+  loss is a language-modelling loss (SFT), so evaluation reports a perplexity; epoch_rows: the batch rows one epoch
+  takes (default: the rows' count)."""
+  config = with_epochs(config, epoch_rows or n_rows(rows), tokens_per_row)
   return config, loop.Task(module=module, loss_fn=loss_fn, train_stream=stream(config, rows, data),
                            tokens_per_row=tokens_per_row,
                            flops_per_row=tokens_per_row * flops.flops_per_token(config.model) * flops_factor,

@@ -7,7 +7,8 @@ hashes into one eighth of the space, so no training item is ever a held-out one,
 
 Wrong answers are realistic (off by one or ten, a dropped carry, swapped digits, an operand, a near-miss anagram),
 and `closeness` orders responses from right to wrong, which is what rankings and pairs are built from and what
-`judge` (exact match of the first line) scores.
+`judge` (exact match of the first line) scores; `gold` grades a response in [0, 1] by the same closeness. The
+held-out items split by kind into a validation half and a test half (`held_out_split`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import math
 import os
 import random
+import re
 import zlib
 
 WORDS = ('apple bread chair dance eagle flame grape house juice knife lemon mouse night ocean piano queen river '
@@ -63,14 +66,19 @@ class TooFewItems(ValueError):
                      f'fewer than {n}.')
 
 
+def _questions(kinds: tuple[str, ...] = KINDS, top: int = 49) -> list[tuple[str, str]]:
+  """Every (question, kind) _problem can draw, both sides of the held-out split."""
+  questions = [(f'Unscramble {letters}', 'unscramble') for word in WORDS if 'unscramble' in kinds
+               for letters in sorted(set(map(''.join, itertools.permutations(word)))) if letters != word]
+  questions += [(f'What is {a} {kind} {b}?', kind) for kind in kinds if kind != 'unscramble'
+                for a in range(top + 1) for b in range(top + 1) if kind == 'plus' or a >= b]
+  return questions
+
+
 @functools.cache
 def available(held_out: bool, kinds: tuple[str, ...] = KINDS, top: int = 49) -> int:
   """How many distinct items _problem can draw on one side of the held-out split (every prompt enumerated)."""
-  questions = [f'Unscramble {letters}' for word in WORDS if 'unscramble' in kinds
-               for letters in set(map(''.join, itertools.permutations(word))) if letters != word]
-  questions += [f'What is {a} {kind} {b}?' for kind in kinds if kind != 'unscramble'
-                for a in range(top + 1) for b in range(top + 1) if kind == 'plus' or a >= b]
-  return sum(_held_out(prompt_of(q)) == held_out for q in questions)
+  return sum(_held_out(prompt_of(q)) == held_out for q, _ in _questions(kinds, top))
 
 
 def _items(n: int, seed: int, held_out: bool, kinds: tuple[str, ...] = KINDS, top: int = 49):
@@ -99,15 +107,36 @@ def answer_of(prompt: str) -> str:
   return str(a + b if op == 'plus' else a - b)
 
 
+def first_line(response: str) -> str:
+  """What the judges read of a response: its first line, stripped."""
+  return response.strip().split('\n')[0].strip()
+
+
+def _integer(text: str) -> bool:
+  return re.fullmatch(r'-?[0-9]+', text) is not None
+
+
 def closeness(prompt: str, response: str) -> float:
   """How near a response is to the right answer: 0 for exact, more negative for worse; -100 for no answer."""
-  answer, given = answer_of(prompt), response.strip().split('\n')[0].strip()
+  answer, given = answer_of(prompt), first_line(response)
   if not given:
     return -100.0
   if answer.isdigit():
-    return -float(abs(int(given) - int(answer))) if given.lstrip('-').isdigit() else -100.0
+    return -float(abs(int(given) - int(answer))) if _integer(given) else -100.0
   same = sum(x == y for x, y in zip(given, answer))
   return float(same - max(len(given), len(answer)))
+
+
+def gold(prompt: str, response: str) -> float:
+  """The graded judge, in [0, 1]: 1 for the right answer; a number off by e scores exp(-e / 5); a word scores the
+  fraction of its positions that hold the right letter, over the longer of the answer and the response (so a
+  letter too many or too few costs one position); anything else (no answer, a word for a number) scores 0."""
+  answer, given = answer_of(prompt), first_line(response)
+  if not given:
+    return 0.0
+  if answer.isdigit():
+    return math.exp(-abs(int(given) - int(answer)) / 5) if _integer(given) else 0.0
+  return sum(x == y for x, y in zip(given, answer)) / max(len(given), len(answer))
 
 
 def judge(prompt: str, response: str) -> bool:
@@ -140,6 +169,24 @@ def wrong_answers(prompt: str, rng: random.Random) -> list[str]:
 def instructions(n: int, seed: int = 0, held_out: bool = False) -> list[dict]:
   """SFT items in the prompt/completion format: {"prompt": "Q: ...\\nA:", "completion": " <answer>"}."""
   return [dict(prompt=p, completion=' ' + a) for p, a, _ in _items(n, seed, held_out)]
+
+
+SPLITS = ('validation', 'test')
+
+
+def held_out_split(split: str) -> list[dict]:
+  """Every held-out item of one split, {"prompt", "completion", "kind"}: 'validation' (for choosing checkpoints) or
+  'test' (for reporting). Within each kind the held-out prompts are ordered by a hash and dealt alternately, so the
+  two splits are disjoint, together hold every held-out item, and have the same share of each kind (+-1)."""
+  if split not in SPLITS:
+    raise ValueError(f'split {split!r} is not one of {SPLITS}.')
+  out = []
+  for kind in KINDS:
+    prompts = sorted((prompt_of(q) for q, k in _questions() if k == kind and _held_out(prompt_of(q))),
+                     key=lambda p: (zlib.crc32(f'split:{p}'.encode()), p))
+    out += [dict(prompt=p, completion=' ' + answer_of(p), kind=kind)
+            for p in prompts[SPLITS.index(split)::len(SPLITS)]]
+  return out
 
 
 def rankings(n: int, seed: int = 0, held_out: bool = False, max_k: int = 4) -> list[dict]:
