@@ -157,8 +157,9 @@ def export_params(export_dir: str, params, step: int, config) -> str:
   return str(path)
 
 
-def load_for_inference(path: str, abstract_params, item: str = 'params'):
-  """(params, step) from a training workdir (its newest restorable checkpoint) or an export_params directory.
+def load_for_inference(path: str, abstract_params, item: str = 'params', step: int | None = None):
+  """(params, step) from a training workdir (its newest restorable checkpoint, or the given step) or an
+  export_params directory.
 
   The caller says what it restores: abstract_params are the model's params as sharded ShapeDtypeStructs
   (sharding.abstract_params), so the same call loads an LM, a reward model or a policy with a value head, each
@@ -181,7 +182,10 @@ def load_for_inference(path: str, abstract_params, item: str = 'params'):
         stored = None
       raise gcfg.ConfigError(wrong_model(path, f'checkpoint step {step} in {path / "checkpoints"}', mismatch, stored,
                                          abstract_params))
-    found = restore_newest(manager, {item: abstract_params}, refuse, quarantine=False)
+    if step is not None and step not in manager.all_steps():
+      raise gcfg.ConfigError(f'no checkpoint step {step} under {path / "checkpoints"}: it holds steps '
+                             f'{sorted(manager.all_steps())}.')
+    found = restore_newest(manager, {item: abstract_params}, refuse, quarantine=False, only_step=step)
   if found is None:
     raise gcfg.ConfigError(f'no restorable checkpoint under {path / "checkpoints"}: train first or pass an export '
                            f'dir.')
@@ -235,8 +239,10 @@ def wrong_model(path: epath.Path, where: str, mismatch: str, stored, wanted) -> 
           f'train or export it again.')
 
 
-def restore_newest(manager, expected: dict, refuse, *, quarantine: bool, extra: dict | None = None):
-  """(restored items, step) of the newest step in manager that restores, or None when there is no step.
+def restore_newest(manager, expected: dict, refuse, *, quarantine: bool, extra: dict | None = None,
+                   only_step: int | None = None):
+  """(restored items, step) of the newest step in manager that restores (only_step: that step alone), or None
+  when there is no step.
 
   expected: {item: abstract tree} restored with StandardRestore (plus `extra` restore args as they are). Before
   each step is read, its stored paths and shapes are compared with expected; a difference calls
@@ -248,7 +254,7 @@ def restore_newest(manager, expected: dict, refuse, *, quarantine: bool, extra: 
   """
   args = {name: ocp.args.StandardRestore(tree) for name, tree in expected.items()} | (extra or {})
   failed = []  # (step, details) of newer steps that did not restore
-  for step in sorted(manager.all_steps(), reverse=True):
+  for step in sorted(manager.all_steps(), reverse=True) if only_step is None else [only_step]:
     if mismatch := _stored_difference(manager, step, expected):
       refuse(step, mismatch)
     captured = io.StringIO()

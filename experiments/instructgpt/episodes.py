@@ -23,7 +23,6 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
 from gpt_jax import checkpoint as ckpt
 from gpt_jax import loop
@@ -87,8 +86,7 @@ class Judge:
     if step is None:
       return loop.load_params(path, self.models.policy, self.mesh)[0]
     abstract = gs.abstract_params(abstract_variables(PolicyValue(self.config.model))['params'], self.mesh)
-    with ocp.StandardCheckpointer() as checkpointer:
-      return checkpointer.restore(ckpt.absolute(path) / 'checkpoints' / str(step) / 'params', abstract)['policy']
+    return ckpt.load_for_inference(path, abstract, step=step)[0]['policy']
 
   def _rollout_fn(self, policy, frozen, batch, rng):
     config, models = self.config, self.models
