@@ -37,6 +37,7 @@ from gpt_jax import flops
 from gpt_jax import metrics as metrics_lib
 from gpt_jax import model as gm
 from gpt_jax import optim
+from gpt_jax import runlock
 from gpt_jax import sharding as gs
 from gpt_jax.data import pipeline
 from gpt_jax.losses import LossFn
@@ -335,23 +336,25 @@ class Preemption:
 def train(config, workdir: str, task: Task, mesh=None, run_record: dict | None = None,
           make_update: Callable[[Plan], Update] | None = None, hooks: Sequence[Hook] = ()) -> Result:
   """Trains until config.train.total_tokens, resuming from <workdir>/checkpoints. The run's config.json (and
-  run.json with run_record) are written only once the restore, if any, has accepted this config.
+  run.json with run_record) are written only once the restore, if any, has accepted this config. Process 0 holds
+  the workdir's lock (runlock) from before the restore to the end: a second run on the same workdir is refused.
   make_update(plan) -> the update to run instead of the task's train step; hooks: see Hook."""
   mesh = mesh or gs.make_mesh(config.mesh)
   p = plan(config, task, mesh)  # refuses a bad batch before anything exists in the workdir
-  checkpointer = ckpt_lib.Checkpointer(workdir, config.checkpoint)
-  try:
-    state = setup(config, task, mesh, checkpointer, p)
-    ckpt_lib.save_config(workdir, config, run_record)
-    writer = metrics_lib.MetricWriter(workdir, config.train.total_tokens, config, config.train.wandb,
-                                      resume_step=state.start_step)
+  with runlock.hold(workdir):  # a second run on this workdir is refused here, before the restore
+    checkpointer = ckpt_lib.Checkpointer(workdir, config.checkpoint)
     try:
-      return run(config, task, state, checkpointer, writer, make_update(p) if make_update else None, hooks)
+      state = setup(config, task, mesh, checkpointer, p)
+      ckpt_lib.save_config(workdir, config, run_record)
+      writer = metrics_lib.MetricWriter(workdir, config.train.total_tokens, config, config.train.wandb,
+                                        resume_step=state.start_step)
+      try:
+        return run(config, task, state, checkpointer, writer, make_update(p) if make_update else None, hooks)
+      finally:
+        writer.close()
     finally:
-      writer.close()
-  finally:
-    checkpointer.wait()
-    checkpointer.close()
+      checkpointer.wait()
+      checkpointer.close()
 
 
 def run(config, task: Task, state: State, checkpointer: ckpt_lib.Checkpointer, writer, update: Update | None = None,
