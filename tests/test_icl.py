@@ -29,6 +29,8 @@ def test_recall_ceiling_and_shuffled_control():
   plain = icl_eval.episodes(task, 8, seed=0, n=200, shuffled=False)
   shuffled = icl_eval.episodes(task, 8, seed=0, n=200, shuffled=True)
   for (p, a, covered), (ps, a_s, covered_s) in zip(plain, shuffled):
+    assert p.startswith('R ') and ps.startswith('R ')
+    p, ps = p[2:], ps[2:]
     demos, query = p.split(' ')[:-1], p.split(' ')[-1]
     assert covered == any(d[0] == query for d in demos) == covered_s and a == a_s
     table = {d[0]: d[1] for d in demos}
@@ -91,3 +93,44 @@ def test_bad_model_spec_is_refused_in_one_sentence_before_any_work(tmp_path):
   assert result.returncode == 2 and result.stderr.strip() == (
       "error: --models entry 'l2-x' must read l<layers>-d<width> with the width a multiple of 16, e.g. l2-d64.")
   assert os.listdir(tmp_path) == []
+
+
+def test_induction_rows_repeat_one_period_and_task_rows_open_with_their_tag():
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    row = np.frombuffer(icl_data.induction_row(rng, 129, 24), np.uint8)
+    period = next(p for p in range(8, 24) if np.array_equal(row[p:], row[:-p]))
+    assert len(set(row[:period])) > 1 and row.min() >= icl_data.ALPHABET_LOW
+  for task in icl_data.TASKS.values():
+    row = icl_data.task_row(task, rng, 129).decode()
+    assert len(row) == 129 and row.startswith(task.tag) and row[len(task.tag):].count(' ') >= 16
+
+
+def test_curriculum_draws_induction_rows_until_the_warmup_ends_then_the_mixture():
+  texts = [' '.join(str(i * i) for i in range(100)), ' '.join(str(i) for i in range(200))]
+  rows = icl_data.curriculum(texts, 65, warmup_rows=64, corpus_fraction=0.25, induction_fraction=0.25)
+  def kinds(position):
+    out = []
+    for row in rows(np.random.default_rng(position), 32, position):
+      text = bytes(row.astype(np.uint8))
+      periodic = any(np.array_equal(row[p:], row[:-p]) for p in range(8, 24))
+      out.append('induction' if periodic else 'task' if text[:2] in {t.tag.encode() for t in icl_data.TASKS.values()}
+                 else 'corpus' if set(text) <= set(b''.join(t.encode() for t in texts)) else 'other')
+    return out
+  assert set(kinds(0)) == set(kinds(32)) == {'induction'}
+  after = kinds(64)
+  assert set(after) == {'task', 'corpus', 'induction'} and after.count('task') >= 8
+
+
+def test_generated_rows_tell_make_rows_their_position_and_resume_it():
+  seen = []
+  def make_rows(rng, n, position):
+    seen.append(position)
+    return np.full((n, 5), position % 7, np.int32)
+  stream = icl_train.GeneratedRows(make_rows, seed=0, identity={'rows': 'test'})
+  stream.next_batch(4), stream.next_batch(4)
+  state = stream.state()
+  resumed = icl_train.GeneratedRows(make_rows, seed=0, identity={'rows': 'test'})
+  resumed.restore(state)
+  np.testing.assert_array_equal(resumed.next_batch(4)['inputs'], stream.next_batch(4)['inputs'])
+  assert seen == [0, 4, 8, 8]

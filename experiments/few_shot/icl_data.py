@@ -1,15 +1,21 @@
-"""Byte-level data for the in-context learning experiment: the induction probe's rows and the K-shot task
-families, each with parameters drawn per sequence, mixed with windows of the stdlib corpus.
+"""Byte-level data for the in-context learning experiment: the induction rows, the probe's held-out rows and the
+K-shot task families, each with parameters drawn per sequence, mixed with windows of the stdlib corpus.
 
-Formats are compact so that K = 16 demonstrations fit a 128-byte context (one demonstration is an input, a
-separator, an output and a space):
+Formats are compact so that K = 16 demonstrations fit a 128-byte context (a task row and a prompt open with the
+task's tag, then demonstrations: an input, a separator, an output and a space):
 
-  recall  'c7 '      a letter key -> a digit; the map is drawn per sequence over 8 of the 26 letters
-  cipher  'ab:qx '   2-letter words over 6 letters, each letter substituted by a per-sequence map into a-z
-  add     '37=2 '    (a + b + offset) mod 10 with a per-sequence offset in 1..9
+  recall  'R c7 '      a letter key -> a digit; the map is drawn per sequence over 8 of the 26 letters
+  cipher  'C ab:qx '   2-letter words over 6 letters, each letter substituted by a per-sequence map into a-z
+  add     'A 37=2 '    (a + b + offset) mod 10 with a per-sequence offset in 1..9
 
-A task's episode is a list of (input, output) pairs sharing one drawn parameter; a training row concatenates an
-episode's demonstrations until the row is full, so every position of the row sees 0..K earlier demonstrations.
+The tag is the K = 0 prompt's whole description of the task (GPT-3's zero-shot prompts carry a natural-language one):
+with it, K = 0 knows the output's format, so what K adds is the per-sequence mapping. A task's episode is a list of
+(input, output) pairs sharing one drawn parameter; a training row is the tag and an episode's demonstrations until
+the row is full, so every position of the row sees 0..K earlier demonstrations.
+
+Induction rows (a random run of 8-23 symbols repeated until the row is full) reward an induction head at
+almost every position; a short warm-up on them forms one within a few hundred steps, which the task rows alone,
+where a fraction of the targets reward it, did not do in thousands.
 """
 
 from __future__ import annotations
@@ -22,12 +28,14 @@ import numpy as np
 
 LETTERS = string.ascii_lowercase
 ALPHABET_LOW, ALPHABET_SIZE = 32, 200  # the probe's symbols: byte ids 32..231
+INDUCTION_SEGMENT = 24  # induction rows of the K-shot experiment repeat runs of 8-23 symbols
 
 
 @dataclasses.dataclass(frozen=True)
 class Task:
   """A task family: draw(rng) -> a per-sequence example function ex(rng) -> (input, output)."""
   name: str
+  tag: str
   separator: str
   draw: Callable[[np.random.Generator], Callable[[np.random.Generator], tuple[str, str]]]
   chance: float  # accuracy of a uniform guess over the output space
@@ -63,18 +71,25 @@ def _add(rng):
   return example
 
 
-TASKS = {t.name: t for t in (Task('recall', '', _recall, 1 / 10), Task('cipher', ':', _cipher, 1 / 26**2),
-                             Task('add', '=', _add, 1 / 10))}
+TASKS = {t.name: t for t in (Task('recall', 'R ', '', _recall, 1 / 10), Task('cipher', 'C ', ':', _cipher, 1 / 26**2),
+                             Task('add', 'A ', '=', _add, 1 / 10))}
 
 
 def task_row(task: Task, rng: np.random.Generator, length: int) -> bytes:
-  """One training row of `length` bytes: one episode's demonstrations back to back, the first cut at a random
-  offset (so a row does not always start on a demonstration boundary)."""
+  """One training row of `length` bytes: the task's tag, then one episode's demonstrations back to back."""
   example = task.draw(rng)
-  text, skip = '', int(rng.integers(0, 6))
-  while len(text) < length + skip:
+  text = task.tag
+  while len(text) < length:
     text += task.demo(*example(rng))
-  return text[skip:skip + length].encode()
+  return text[:length].encode()
+
+
+def induction_row(rng: np.random.Generator, length: int, segment: int) -> bytes:
+  """A random run of segment // 3 to segment - 1 symbols (the probe's alphabet) repeated until the row holds
+  `length` of them: after the first period every symbol is predicted by the successor of its previous occurrence,
+  one period back (a copy offset drawn per row)."""
+  period = int(rng.integers(segment // 3, segment))
+  return np.resize(rng.integers(ALPHABET_LOW, ALPHABET_LOW + ALPHABET_SIZE, period).astype(np.uint8), length).tobytes()
 
 
 def corpus_row(texts, rng: np.random.Generator, length: int) -> bytes:
@@ -86,17 +101,40 @@ def corpus_row(texts, rng: np.random.Generator, length: int) -> bytes:
       return data[start:start + length]
 
 
-def mixed_batch(texts, rng: np.random.Generator, batch: int, length: int, corpus_fraction: float) -> np.ndarray:
-  """[batch, length] int32: each row is a corpus window with probability corpus_fraction, else a task row of a
-  task drawn uniformly."""
+def mixed_batch(texts, rng: np.random.Generator, batch: int, length: int, corpus_fraction: float,
+                induction_fraction: float, segment: int = INDUCTION_SEGMENT) -> np.ndarray:
+  """[batch, length] int32: each row is a corpus window with probability corpus_fraction, an induction row with
+  probability induction_fraction, else a task row of a task drawn uniformly."""
   names = list(TASKS)
   rows = []
   for _ in range(batch):
-    if rng.random() < corpus_fraction:
+    u = rng.random()
+    if u < corpus_fraction:
       rows.append(corpus_row(texts, rng, length))
+    elif u < corpus_fraction + induction_fraction:
+      rows.append(induction_row(rng, length, segment))
     else:
       rows.append(task_row(TASKS[names[int(rng.integers(len(names)))]], rng, length))
-  return np.frombuffer(b''.join(rows), np.uint8).reshape(batch, length).astype(np.int32)
+  return as_tokens(rows, length)
+
+
+def induction_batch(rng: np.random.Generator, batch: int, length: int, segment: int = INDUCTION_SEGMENT) -> np.ndarray:
+  """[batch, length] int32 induction rows (the warm-up, and the probe's training rows)."""
+  return as_tokens([induction_row(rng, length, segment) for _ in range(batch)], length)
+
+
+def curriculum(texts, length: int, warmup_rows: int, corpus_fraction: float, induction_fraction: float):
+  """The K-shot experiment's rows as make_rows(rng, n, position): induction rows only until warmup_rows rows have
+  been drawn (the warm-up forms the induction heads), then mixed_batch's mixture."""
+  def rows(rng: np.random.Generator, n: int, position: int) -> np.ndarray:
+    if position < warmup_rows:
+      return induction_batch(rng, n, length)
+    return mixed_batch(texts, rng, n, length, corpus_fraction, induction_fraction)
+  return rows
+
+
+def as_tokens(rows: list[bytes], length: int) -> np.ndarray:
+  return np.frombuffer(b''.join(rows), np.uint8).reshape(len(rows), length).astype(np.int32)
 
 
 def probe_batch(rng: np.random.Generator, batch: int, length: int, segment: int) -> tuple[np.ndarray, np.ndarray]:

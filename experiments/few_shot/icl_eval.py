@@ -23,7 +23,8 @@ PAD = ord(' ')
 
 
 def episodes(task: icl_data.Task, k: int, seed: int, n: int, shuffled: bool):
-  """n (prompt, answer, covered) triples: K demonstrations and the query of one drawn task parameter each."""
+  """n (prompt, answer, covered) triples: the task's tag, K demonstrations and the query of one drawn task parameter
+  each."""
   task_index = list(icl_data.TASKS).index(task.name)
   out = []
   for i in range(n):
@@ -36,7 +37,7 @@ def episodes(task: icl_data.Task, k: int, seed: int, n: int, shuffled: bool):
       demos = [(dx, dy) for (dx, _), dy in zip(demos, outputs)]
     seen = [dx for dx, _ in demos]
     covered = set(x) <= set(''.join(seen)) if task.name == 'cipher' else x in seen
-    out.append((''.join(task.demo(dx, dy) for dx, dy in demos) + x + task.separator, y, covered))
+    out.append((task.tag + ''.join(task.demo(dx, dy) for dx, dy in demos) + x + task.separator, y, covered))
   return out
 
 

@@ -1,8 +1,10 @@
-"""The K-shot in-context learning experiment: train a 1-layer control and larger GPTs (rotary positions) on the
-stdlib corpus mixed with per-sequence task episodes (icl_data), then score each model K-shot on every task with 3
-demonstration seeds and the shuffled-output control (icl_eval); writes the CSV and the figure (icl_plot). Each model
-is a run of the shared training loop in <models_dir>/<model> (checkpoints, metrics.jsonl; usable by gpt_jax's
-sampler and eval commands): rerunning resumes the runs, and a larger --steps continues them.
+"""The K-shot in-context learning experiment: train a 1-layer control and larger GPTs (rotary positions) first on
+induction rows alone (a warm-up that forms induction heads in a few hundred steps), then on the stdlib corpus mixed
+with induction rows and per-sequence task episodes (icl_data), logging the induction probe's held-out losses; then
+score each model K-shot on every task with 3 demonstration seeds and the shuffled-output control (icl_eval); writes
+the CSV and the figure (icl_plot). Each model is a run of the shared training loop in <models_dir>/<model>
+(checkpoints, metrics.jsonl; usable by gpt_jax's sampler and eval commands): rerunning resumes the runs, and a
+larger --steps continues them.
 
     nice -n 19 python -m experiments.few_shot.icl_run --output=experiments/few_shot/results/icl.csv \
         --plot=experiments/few_shot/plots/icl_accuracy_vs_k.png --models_dir=/tmp/icl_models
@@ -39,13 +41,19 @@ flags.DEFINE_integer('steps', 1500, 'training steps per model (a resumed run con
 flags.DEFINE_integer('batch', 32, 'rows per step.')
 flags.DEFINE_integer('context', 128, 'context in bytes (K = 16 of the longest format needs 101).')
 flags.DEFINE_float('lr', 3e-3, 'peak learning rate.')
-flags.DEFINE_float('corpus_fraction', 0.25, 'fraction of training rows that are stdlib windows.')
+flags.DEFINE_float('corpus_fraction', 0.25, 'fraction of training rows that are stdlib windows (after the warm-up).')
+flags.DEFINE_float('induction_fraction', 0.25, 'fraction of training rows that are induction rows (after the warm-up).')
+flags.DEFINE_integer('warmup_steps', 500, 'first steps trained on induction rows only (0: none).')
+flags.DEFINE_integer('probe_every', 250, 'steps between evaluations of the induction probe\'s held-out rows.')
 flags.DEFINE_list('k', ['0', '1', '2', '4', '8', '16'], 'numbers of demonstrations.')
 flags.DEFINE_list('seeds', ['0', '1', '2'], 'demonstration seeds.')
 flags.DEFINE_integer('n', 500, 'queries per (task, K, seed).')
 FLAGS = flags.FLAGS
 COLUMNS = ('model', 'n_layers', 'd_model', 'params_non_embedding', 'task', 'k', 'control', 'accuracy', 'accuracy_se',
-           'ceiling', 'chance', 'queries', 'train_steps', 'train_seconds', 'final_train_loss')
+           'ceiling', 'chance', 'queries', 'train_steps', 'train_seconds', 'final_train_loss', 'probe_second_copy',
+           'induction_step')
+PROBE_SEGMENT = 32  # the probe's held-out rows: a segment of 10-31 symbols written twice at the end of the row
+INDUCED = 2.0  # nats: a second-copy loss below this needs induction (no-induction level about 3.6, chance 5.3)
 
 
 def parse_model(spec: str) -> tuple[int, int]:
@@ -74,11 +82,14 @@ def train_and_score(spec: str, texts, ks, seeds) -> list[dict]:
   n_layers, d_model = parse_model(spec)
   config = icl_train.run_config(n_layers, d_model, FLAGS.context, FLAGS.positions, lr=FLAGS.lr, batch=FLAGS.batch,
                                 steps=FLAGS.steps)
-  length, fraction = FLAGS.context + 1, FLAGS.corpus_fraction
-  rows = lambda rng, n: icl_data.mixed_batch(texts, rng, n, length, fraction)
   workdir = os.path.join(FLAGS.models_dir, spec)
   start = time.time()
-  result = icl_train.train(config, workdir, rows, {'rows': 'stdlib and task episodes', 'corpus_fraction': fraction})
+  identity = {'rows': 'stdlib, induction rows and task episodes', 'corpus_fraction': FLAGS.corpus_fraction,
+              'induction_fraction': FLAGS.induction_fraction, 'warmup_steps': FLAGS.warmup_steps}
+  hook = icl_train.probe_hook(config, PROBE_SEGMENT, FLAGS.probe_every)
+  rows = icl_data.curriculum(texts, FLAGS.context + 1, FLAGS.warmup_steps * FLAGS.batch, FLAGS.corpus_fraction,
+                             FLAGS.induction_fraction)
+  result = icl_train.train(config, workdir, rows, identity, hooks=[hook])
   train_seconds = time.time() - start
   start = time.time()
   scorer = icl_eval.make_scorer(gm.GPTLM(config.model), FLAGS.context)
@@ -86,14 +97,20 @@ def train_and_score(spec: str, texts, ks, seeds) -> list[dict]:
   print(json.dumps(dict(model=spec, eval_seconds=round(time.time() - start, 1))), flush=True)
   base = dict(model=spec, n_layers=n_layers, d_model=d_model,
               params_non_embedding=flops.count_params(config)['non_embedding'], train_steps=result.step,
-              train_seconds=round(train_seconds, 1), final_train_loss=last_train_loss(workdir))
+              train_seconds=round(train_seconds, 1), final_train_loss=logged(workdir, 'train/loss')[-1][1],
+              probe_second_copy=logged(workdir, 'probe/second_copy')[-1][1], induction_step=induction_step(workdir))
   return [dict(base, **r) for r in rows]
 
 
-def last_train_loss(workdir: str) -> float:
-  """The last training loss the run logged (its metrics.jsonl), resumed runs included."""
+def logged(workdir: str, key: str) -> list[tuple[int, float]]:
+  """(step, value) of every record of `key` in the run's metrics.jsonl, resumed runs included."""
   with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
-    return [r['train/loss'] for r in map(json.loads, f) if 'train/loss' in r][-1]
+    return [(r['step'], r[key]) for r in map(json.loads, f) if key in r]
+
+
+def induction_step(workdir: str) -> int | None:
+  """The first probe step whose second-copy loss is below INDUCED nats (None if none is)."""
+  return next((step for step, loss in logged(workdir, 'probe/second_copy') if loss < INDUCED), None)
 
 
 def main(argv):
@@ -106,8 +123,16 @@ def main(argv):
       raise ConfigError(f'--{name}={FLAGS[name].value} must be at least 2.')
   if FLAGS.context < 101 and max(ks) >= 16:
     raise ConfigError(f'--context={FLAGS.context} cannot hold K=16 cipher prompts (101 bytes): use --context=128.')
-  if not 0.0 <= FLAGS.corpus_fraction < 1.0:
-    raise ConfigError(f'--corpus_fraction={FLAGS.corpus_fraction} must be in [0, 1).')
+  for name in ('corpus_fraction', 'induction_fraction'):
+    if not 0.0 <= FLAGS[name].value < 1.0:
+      raise ConfigError(f'--{name}={FLAGS[name].value} must be in [0, 1).')
+  if FLAGS.corpus_fraction + FLAGS.induction_fraction >= 1.0:
+    raise ConfigError(f'--corpus_fraction={FLAGS.corpus_fraction} plus --induction_fraction='
+                      f'{FLAGS.induction_fraction} must leave room for task rows (sum below 1).')
+  if not 0 <= FLAGS.warmup_steps < FLAGS.steps:
+    raise ConfigError(f'--warmup_steps={FLAGS.warmup_steps} must be at least 0 and below --steps={FLAGS.steps}.')
+  if FLAGS.probe_every < 1:
+    raise ConfigError(f'--probe_every={FLAGS.probe_every} must be a positive integer.')
   cli.check_output('output', FLAGS.output)
   cli.check_output('plot', FLAGS.plot)
   cli.check_workdir(FLAGS.models_dir, flag='models_dir')
