@@ -70,8 +70,8 @@ def hold(workdir: str) -> Iterator[None]:
   if jax.process_count() > 1:
     refused = bool(np.any(multihost_utils.process_allgather(np.array(refused))))
   if refused:
-    raise ConfigError(f'the run directory {workdir} is in use by another run ({holder or "see process 0"}): wait for it '
-                      f'to end or stop it, or pass another directory.')
+    raise ConfigError(f'the run directory {workdir} is in use by another run ({holder or "see process 0"}): wait '
+                      f'for it to end or stop it, or pass another directory.')
   try:
     yield
   finally:

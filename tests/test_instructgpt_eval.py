@@ -169,3 +169,24 @@ def test_the_commands_track_a_run_and_summarise_it(runs, tmp_path):
   again = subprocess.run([sys.executable, '-m', 'experiments.instructgpt.summary', f'--results={results}',
                           '--chosen=ppo_b0.1'], capture_output=True, text=True, timeout=300, cwd=REPO)
   assert again.returncode == 2 and 'already exists' in again.stderr
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--temperature=-1'], '--temperature=-1.0 must be positive'),
+    (['--temperature=nan'], '--temperature=nan must be positive'),
+    (['--temperatures=0.3,x'], '--temperatures=0.3,x must be positive'),
+    (['--response_tokens=0'], '--response_tokens=0 must be at least 1'),
+    (['--samples=0'], '--samples=0 must be at least 1')])
+def test_sampling_flags_a_command_cannot_use_are_refused(argv, message):
+  from absl import flags
+  from gpt_jax.config import ConfigError
+  values = flags.FlagValues()
+  flags.DEFINE_float('temperature', 0.7, '', flag_values=values)
+  flags.DEFINE_list('temperatures', ['0.3', '0.7'], '', flag_values=values)
+  flags.DEFINE_integer('response_tokens', 8, '', flag_values=values)
+  flags.DEFINE_integer('samples', 2, '', flag_values=values)
+  values(['prog'])
+  episodes.check_sampling(values, 'temperature', 'temperatures', 'response_tokens', 'samples')  # the defaults pass
+  values(['prog', *argv])
+  with pytest.raises(ConfigError, match=message):
+    episodes.check_sampling(values, 'temperature', 'temperatures', 'response_tokens', 'samples')

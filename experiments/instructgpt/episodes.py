@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import math
 import os
 
 import jax
@@ -29,6 +30,7 @@ from gpt_jax import loop
 from gpt_jax import losses
 from gpt_jax import sample as sample_lib
 from gpt_jax import sharding as gs
+from gpt_jax.config import ConfigError
 from gpt_jax.data import pipeline
 from gpt_jax.data import tokenizer as tokenizer_lib
 from gpt_jax.heads import PolicyValue
@@ -131,6 +133,25 @@ class Judge:
       s, w = jax.device_get(self._lm_loss(policy, batch))
       total, weight = total + float(s), weight + float(w)
     return total / weight
+
+
+def check_sampling(flag_values, *names: str) -> None:
+  """Refuses, before any work, a sampling flag (temperatures and counts among `names`) a command cannot use: every
+  temperature must be a positive number (these commands sample; greedy answers are scored on their own), every
+  count (response_tokens, samples) at least 1."""
+  for name in names:
+    value = flag_values[name].value
+    if 'temperature' in name:
+      values = value if isinstance(value, list) else [value]
+      try:
+        ok = bool(values) and all(math.isfinite(float(v)) and float(v) > 0 for v in values)
+      except ValueError:
+        ok = False
+      if not ok:
+        shown = ','.join(map(str, values)) if isinstance(value, list) else value
+        raise ConfigError(f'--{name}={shown} must be positive (a sampling temperature), e.g. --{name}=0.7.')
+    elif value < 1:
+      raise ConfigError(f'--{name}={value} must be at least 1.')
 
 
 def win_rates(ours: np.ndarray, theirs: np.ndarray) -> np.ndarray:

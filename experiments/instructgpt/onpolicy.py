@@ -34,6 +34,8 @@ from gpt_jax import sharding as gs
 from gpt_jax.config import ConfigError
 from gpt_jax.data import tokenizer as tokenizer_lib
 from gpt_jax.rlhf import toy
+from experiments.instructgpt import episodes
+
 
 def define_flags() -> None:
   """The command's flags, defined when it runs (tests import the experiment's modules together)."""
@@ -102,6 +104,7 @@ def main(argv):
                             f'--out={FLAGS.toy}.')
   if FLAGS.samples < 2:
     raise ConfigError(f'--samples={FLAGS.samples} must be at least 2: a ranking needs two responses.')
+  episodes.check_sampling(FLAGS, 'temperature', 'response_tokens')
   cli.check_output('out', FLAGS.out, directory=True)
   config = ckpt.load_config(FLAGS.sft)
   mesh = gs.single_device_mesh()
