@@ -2,25 +2,31 @@
 # The toy InstructGPT pipeline end to end on a CPU, tracked against the gold score:
 #   base -> SFT -> on-policy comparisons -> reward model -> baselines (SFT, best-of-n, RM accuracy)
 #   -> PPO at two betas, PPO-ptx, two more seeds of the chosen beta (each checkpoint tracked against gold)
-#   -> DPO -> greedy comparison -> summary.json and plots.
+#   -> DPO -> greedy comparison -> summary.json and plots;
+#   then a stronger reward model (3 epochs) -> its baselines -> PPO against it at two betas -> results_rm3.
 # Every stage goes through its public entry point and writes only under the runs directory (tables and plots in
-# <runs>/results). A finished stage leaves <runs>/done/<stage> and is skipped on a rerun; an interrupted training
+# <runs>/results and <runs>/results_rm3). A finished stage leaves <runs>/done/<stage> and is skipped on a rerun; an interrupted training
 # stage resumes where it stopped. Wall times are appended to <runs>/results/wall_times.txt. Only `publish` copies
-# the tables and plots into experiments/instructgpt/results, the committed results.
+# the tables and plots into experiments/instructgpt/results (and results/rm3), the committed results.
 # Usage: experiments/instructgpt/run.sh [runs directory, default runs/instructgpt]
 #        experiments/instructgpt/run.sh publish [runs directory, default runs/instructgpt]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 PUBLISHED=(summary.json overoptimisation.png ppo.png baselines.json compare.json wall_times.txt)
+PUBLISHED_RM3=(summary.json overoptimisation.png ppo.png baselines.json wall_times.txt)
 if [[ ${1:-} == publish ]]; then
   R=${2:-runs/instructgpt}
-  for name in "${PUBLISHED[@]}"; do
-    [[ -f $R/results/$name ]] || { echo "error: $R/results/$name does not exist: run experiments/instructgpt/run.sh $R first." >&2; exit 2; }
+  for path in "${PUBLISHED[@]/#/results/}" "${PUBLISHED_RM3[@]/#/results_rm3/}"; do
+    [[ -f $R/$path ]] || { echo "error: $R/$path does not exist: run experiments/instructgpt/run.sh $R first." >&2; exit 2; }
   done
+  mkdir -p experiments/instructgpt/results/rm3
   for name in "${PUBLISHED[@]}"; do cp "$R/results/$name" experiments/instructgpt/results/; done
+  for name in "${PUBLISHED_RM3[@]}"; do cp "$R/results_rm3/$name" experiments/instructgpt/results/rm3/; done
   cp "$R"/results/track_*.json experiments/instructgpt/results/
-  echo "copied ${PUBLISHED[*]} and the track_*.json tables from $R/results to experiments/instructgpt/results"
+  cp "$R"/results_rm3/track_*.json experiments/instructgpt/results/rm3/
+  echo "copied the tables and plots from $R/results to experiments/instructgpt/results and from $R/results_rm3 to" \
+    "experiments/instructgpt/results/rm3"
   exit 0
 fi
 R=${1:-runs/instructgpt}
@@ -56,15 +62,16 @@ stage baselines $PY -m experiments.instructgpt.baselines --sft=$R/sft --reward=$
   --heldout=$R/onpolicy/rankings_heldout.jsonl --out=$OUT/baselines.json --overwrite \
   --temperature=$TEMPERATURE --response_tokens=$RESPONSE
 
-ppo() {  # ppo NAME UPDATES [overrides...]: a PPO run from SFT against the reward model, saved every 10 updates,
-         # then tracked
+RM=rm
+ppo() {  # ppo NAME UPDATES [overrides...]: a PPO run from SFT against the reward model $R/$RM, saved every 10
+         # updates, then tracked into $OUT
   local name=$1 updates=$2; shift 2
   stage $name $PY -m gpt_jax.rlhf.ppo --workdir=$R/$name --config.rlhf.ppo.policy_from=$R/sft \
-    --config.rlhf.ppo.reward_from=$R/rm "${FT[@]}" --config.rlhf.response_tokens=$RESPONSE \
+    --config.rlhf.ppo.reward_from=$R/$RM "${FT[@]}" --config.rlhf.response_tokens=$RESPONSE \
     --config.rlhf.temperature=$TEMPERATURE --config.train.batch_tokens=$((EPISODES * CONTEXT)) \
     --config.train.total_tokens=$((updates * EPISODES * CONTEXT)) --config.train.eval_every=10 \
     --config.checkpoint.every_steps=10 --config.checkpoint.keep_every=10 "$@"
-  stage track_$name $PY -m experiments.instructgpt.track --run=$R/$name --sft=$R/sft --reward=$R/rm \
+  stage track_$name $PY -m experiments.instructgpt.track --run=$R/$name --sft=$R/sft --reward=$R/$RM \
     --out=$OUT/track_$name.json --overwrite --temperature=$TEMPERATURE --response_tokens=$RESPONSE
 }
 for beta in "${BETAS[@]}"; do ppo ppo_b$beta $UPDATES --config.rlhf.ppo.kl_coef=$beta; done
@@ -82,4 +89,26 @@ $PY -m experiments.instructgpt.compare --reward=$R/rm --baseline=sft --out=$OUT/
   --policies=base=$R/base,sft=$R/sft,ppo=$R/ppo_b$CHOSEN/policy,ppo_ptx=$R/ppo_ptx/policy,dpo=$R/dpo
 $PY -m experiments.instructgpt.summary --results=$OUT --chosen=ppo_b$CHOSEN --ptx=ppo_ptx --overwrite
 $PY -m experiments.instructgpt.plots --results=$OUT --runs=ppo=$R/ppo_b$CHOSEN,ppo_ptx=$R/ppo_ptx --overwrite
-echo "results in $OUT; to replace the committed ones: experiments/instructgpt/run.sh publish $R"
+
+# The stronger reward model: the same comparisons for 3 epochs at peak LR 3e-4 (the one above was still improving
+# when its single epoch ended), its baselines, and PPO against it at two betas, PPO-ptx and two more seeds of the
+# chosen beta, in <runs>/results_rm3.
+RM=rm3 OUT=$R/results_rm3 RM3_BETAS=(0.05 0.01)
+mkdir -p "$OUT"
+stage rm3 $PY -m gpt_jax.rlhf.reward --workdir=$R/rm3 --config.rlhf.init_from=$R/sft "${FT[@]}" \
+  --config.rlhf.data=$R/onpolicy/rankings_train.jsonl --config.rlhf.eval_data=$R/onpolicy/rankings_heldout.jsonl \
+  --config.train.batch_tokens=$((16 * 4 * CONTEXT)) --config.rlhf.epochs=3 --config.optim.peak_lr=3e-4 \
+  --config.rlhf.response_tokens=$RESPONSE --config.rlhf.temperature=$TEMPERATURE
+stage baselines_rm3 $PY -m experiments.instructgpt.baselines --sft=$R/sft --reward=$R/rm3 --toy=$R/toy \
+  --heldout=$R/onpolicy/rankings_heldout.jsonl --out=$OUT/baselines.json --overwrite \
+  --temperature=$TEMPERATURE --response_tokens=$RESPONSE
+CHOSEN=${RM3_BETAS[0]}  # KL stays within 3 nats at 0.05
+for beta in "${RM3_BETAS[@]}"; do ppo ppo_rm3_b$beta $SHORT --config.rlhf.ppo.kl_coef=$beta; done
+ppo ppo_rm3_ptx $SHORT --config.rlhf.ppo.kl_coef=$CHOSEN --config.rlhf.ppo.ptx_source=stdlib \
+  --config.rlhf.ppo.ptx_coef=$PTX_COEF
+for seed in "${SEEDS[@]}"; do
+  ppo ppo_rm3_b${CHOSEN}_s$seed $SHORT --config.rlhf.ppo.kl_coef=$CHOSEN --config.train.seed=$seed --config.data.seed=$seed
+done
+$PY -m experiments.instructgpt.summary --results=$OUT --chosen=ppo_rm3_b$CHOSEN --ptx=ppo_rm3_ptx --overwrite
+$PY -m experiments.instructgpt.plots --results=$OUT --runs=ppo=$R/ppo_rm3_b$CHOSEN,ppo_ptx=$R/ppo_rm3_ptx --overwrite
+echo "results in $R/results and $OUT; to replace the committed ones: experiments/instructgpt/run.sh publish $R"
