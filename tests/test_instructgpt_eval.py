@@ -190,3 +190,8 @@ def test_sampling_flags_a_command_cannot_use_are_refused(argv, message):
   values(['prog', *argv])
   with pytest.raises(ConfigError, match=message):
     episodes.check_sampling(values, 'temperature', 'temperatures', 'response_tokens', 'samples')
+
+
+def test_the_summary_reads_a_beta_from_every_plain_ppo_runs_name():
+  names = ['ppo_b0.01', 'ppo_rm3_b0.05', 'ppo_rm3_b0.05_s1', 'ppo_ptx', 'ppo_rm3_ptx0.1']
+  assert [summary.beta_of(n) for n in names] == [0.01, 0.05, None, None, None]

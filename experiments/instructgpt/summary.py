@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 
 import numpy as np
 from absl import flags
@@ -77,6 +78,12 @@ def overoptimised(points: list[dict]) -> dict:
   return dict(peak_update=points[peak]['update'], peak_gold=gold[peak], fall_after_peak=fall, peak_gold_se=se,
               rm_score_at_peak=points[peak]['rm_score'], rm_score_last=points[-1]['rm_score'],
               met=peak > 0 and bool(after) and fall >= 2 * se and rm_rises)
+
+
+def beta_of(name: str) -> float | None:
+  """The KL coefficient in a PPO run's name (ppo_b0.01, ppo_rm3_b0.05), None for other runs (seeds _s<n>, ptx)."""
+  match = re.fullmatch(r'(?:.*_)?b([0-9.]+)', name)
+  return float(match.group(1)) if match else None
 
 
 def early(track: dict) -> dict:
@@ -149,8 +156,8 @@ def main(argv):
                         **{f'{k}_std': float(np.std([r[k] for r in seeds.values()], ddof=1)) if len(seeds) > 1 else None
                            for k in ('gold', 'win_rate_vs_sft', 'kl')})
   s['ppo_runs'] = {name: early(t) for name, t in tracks.items()}
-  betas = {name: curve(t) for name, t in tracks.items() if name.startswith('ppo_b') and '_s' not in name}
-  plotted = min(betas, key=lambda name: float(name[len('ppo_b'):])) if betas else FLAGS.chosen
+  betas = {name: curve(t) for name, t in tracks.items() if beta_of(name) is not None}
+  plotted = min(betas, key=beta_of) if betas else FLAGS.chosen
   curves = betas or {FLAGS.chosen: curve(chosen)}
   s['overoptimisation'] = [{k: p[k] for k in ('update', 'kl', 'gold', 'rm_score')} for p in curves[plotted]]
   s['overoptimisation_run'] = plotted
