@@ -91,8 +91,8 @@ $PY -m experiments.instructgpt.summary --results=$OUT --chosen=ppo_b$CHOSEN --pt
 $PY -m experiments.instructgpt.plots --results=$OUT --runs=ppo=$R/ppo_b$CHOSEN,ppo_ptx=$R/ppo_ptx --overwrite
 
 # The stronger reward model: the same comparisons for 3 epochs at peak LR 3e-4 (the one above was still improving
-# when its single epoch ended), its baselines, and PPO against it at two betas, PPO-ptx and two more seeds of the
-# chosen beta, in <runs>/results_rm3.
+# when its single epoch ended), its baselines, and PPO against it at two betas, PPO-ptx at two coefficients and two
+# more seeds of the chosen beta, in <runs>/results_rm3.
 RM=rm3 OUT=$R/results_rm3
 mkdir -p "$OUT"
 stage rm3 $PY -m gpt_jax.rlhf.reward --workdir=$R/rm3 --config.rlhf.init_from=$R/sft "${FT[@]}" \
@@ -107,6 +107,8 @@ ppo ppo_rm3_b$CHOSEN $SHORT --config.rlhf.ppo.kl_coef=$CHOSEN
 ppo ppo_rm3_b0.01 300 --config.rlhf.ppo.kl_coef=0.01  # the weaker penalty for longer: where does gold peak?
 ppo ppo_rm3_ptx $SHORT --config.rlhf.ppo.kl_coef=$CHOSEN --config.rlhf.ppo.ptx_source=stdlib \
   --config.rlhf.ppo.ptx_coef=$PTX_COEF
+ppo ppo_rm3_ptx0.1 $SHORT --config.rlhf.ppo.kl_coef=$CHOSEN --config.rlhf.ppo.ptx_source=stdlib \
+  --config.rlhf.ppo.ptx_coef=0.1
 for seed in "${SEEDS[@]}"; do
   ppo ppo_rm3_b${CHOSEN}_s$seed $SHORT --config.rlhf.ppo.kl_coef=$CHOSEN --config.train.seed=$seed --config.data.seed=$seed
 done
