@@ -35,9 +35,9 @@ from experiments.few_shot import icl_train
 
 flags.DEFINE_string('output', None, 'the CSV to write (e.g. experiments/few_shot/results/icl.csv).')
 flags.DEFINE_string('models_dir', None, 'directory of the models\' runs (one workdir per model; resumed).')
-flags.DEFINE_list('models', ['l1-d64', 'l2-d32', 'l2-d48', 'l2-d64'], 'models as l<layers>-d<width>.')
+flags.DEFINE_list('models', ['l1-d64', 'l2-d32', 'l2-d48', 'l2-d64', 'l3-d64'], 'models as l<layers>-d<width>.')
 flags.DEFINE_enum('positions', 'rope', ['learned', 'rope'], 'position encoding of every model.')
-flags.DEFINE_integer('steps', 1500, 'training steps per model (a resumed run continues up to this many).')
+flags.DEFINE_integer('steps', 2000, 'training steps per model (a resumed run continues up to this many).')
 flags.DEFINE_integer('batch', 32, 'rows per step.')
 flags.DEFINE_integer('context', 128, 'context in bytes (K = 16 of the longest format needs 101).')
 flags.DEFINE_float('lr', 3e-3, 'peak learning rate.')
