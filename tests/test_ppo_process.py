@@ -1,5 +1,5 @@
-"""`python -m gpt_jax.rlhf.ppo` as real processes: 2 processes x 4 devices on loopback run 12 updates with the
-sample table and end where one process x 8 devices ends."""
+"""`python -m gpt_jax.rlhf.ppo` as real processes: 2 processes x 4 devices on loopback run 8 updates (a checkpoint at
+6, the sample table at 4 and 8) and end where one process x 8 devices ends."""
 
 import json
 import socket
@@ -17,7 +17,7 @@ from gpt_jax.heads import RewardModel
 from tests.helpers import load_lm
 from tests.xla_env import env
 
-UPDATES = 12
+UPDATES = 8
 
 
 @pytest.fixture(scope='module')
