@@ -1,5 +1,5 @@
-"""Test setup: 8 simulated CPU devices, so every test can build a (data, fsdp, tensor) mesh, compiled without LLVM
-optimisation (tests/xla_env.py), and one XLA compilation cache for the session.
+"""Test setup: 8 simulated CPU devices, so every test can build a (data, fsdp, tensor) mesh, and one XLA
+compilation cache for the session.
 
 XLA_FLAGS must be set before jax is imported anywhere, which is why this lives in conftest.py.
 """
@@ -9,9 +9,7 @@ import os
 import shutil
 import tempfile
 
-from tests import xla_env  # imports no jax
-
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + xla_env.flags(8)).strip()
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 # Many tests start commands that compile the same tiny programs (a resumed run, a run on SLURM and its reference on
