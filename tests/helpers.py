@@ -8,6 +8,7 @@ import jax
 
 from gpt_jax import config as gcfg
 from gpt_jax import model as gm
+from tests import xla_env
 
 
 def tiny_config(**overrides):
@@ -99,8 +100,7 @@ def run_on_two_processes(command: list[str], cwd: str, timeout: int = 300) -> li
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4', JAX_PLATFORMS='cpu',
-             JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo')
+  env = xla_env.env(4, JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo')
   processes = [subprocess.Popen(
       [*command, f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}'], env=env,
       cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]

@@ -17,6 +17,7 @@ from gpt_jax import sample
 from gpt_jax import sharding as gs
 from gpt_jax.data import tokenizer as tok_lib
 from gpt_jax.eval import fewshot, tasks
+from tests import xla_env
 from tests.helpers import load_lm, run_on_two_processes, tiny_config
 
 TOK = tok_lib.ByteTokenizer()
@@ -117,7 +118,7 @@ def test_two_processes_evaluate_like_one(tmp_path):
       task='sums', output_type='generate_until', test_file='test.jsonl', until=('\n',), max_gen_toks=6), questions)
   common = [sys.executable, '-m', 'gpt_jax.eval', '--config=configs/tiny.py:nano', '--init=random',
             f'--tasks={rolling},{generate}', '--num_fewshot=0', '--mesh=2,2,2']
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
+  env = xla_env.env(8)
   one = subprocess.run([*common, f'--output_dir={tmp_path}/one'], env=env, cwd=REPO, capture_output=True,
                        text=True, timeout=300)
   assert one.returncode == 0, one.stderr[-3000:]

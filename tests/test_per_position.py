@@ -18,6 +18,7 @@ from gpt_jax import loop, losses
 from gpt_jax import model as gm
 from gpt_jax import sharding as gs
 from gpt_jax.data import pipeline
+from tests import xla_env
 from tests.helpers import run_on_two_processes, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,7 +108,7 @@ def test_two_processes_measure_like_one(tmp_path):
       'r0,finished,2,32,25000,50000,1000000,1e12,0,5.5\n')
   common = [sys.executable, '-m', 'experiments.few_shot.per_position', f'--table={tmp_path}/runs.csv',
             f'--runs_root={tmp_path}/runs', '--plots=']
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
+  env = xla_env.env(8)
   one = subprocess.run([*common, f'--output={tmp_path}/one.csv'], env=env, cwd=REPO, capture_output=True, text=True,
                        timeout=300)
   assert one.returncode == 0, one.stderr[-3000:]

@@ -1,8 +1,7 @@
-"""`python -m gpt_jax.rlhf.ppo` as real processes: 2 processes x 4 devices on loopback run 12 updates with the
-sample table and end where one process x 8 devices ends."""
+"""`python -m gpt_jax.rlhf.ppo` as real processes: 2 processes x 4 devices on loopback run 8 updates (a checkpoint at
+6, the sample table at 4 and 8) and end where one process x 8 devices ends."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -16,8 +15,9 @@ from gpt_jax import config as gcfg
 from gpt_jax import model as gm
 from gpt_jax.heads import RewardModel
 from tests.helpers import load_lm
+from tests.xla_env import env
 
-UPDATES = 12
+UPDATES = 8
 
 
 @pytest.fixture(scope='module')
@@ -42,11 +42,6 @@ def _command(runs, workdir, *extra):
           f'--config.data.data_dir={runs / "data"}', *extra]
 
 
-def _env(devices, **extra):
-  return dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}', JAX_PLATFORMS='cpu',
-              **extra)
-
-
 def _free_port():
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
@@ -54,12 +49,12 @@ def _free_port():
 
 
 def test_two_processes_with_the_sample_table_equal_one_process(runs, tmp_path):
-  one = subprocess.run(_command(runs, tmp_path / 'one'), env=_env(8), capture_output=True, text=True, timeout=600)
+  one = subprocess.run(_command(runs, tmp_path / 'one'), env=env(8), capture_output=True, text=True, timeout=600)
   assert one.returncode == 0, one.stderr[-3000:]
   port = _free_port()
   processes = [subprocess.Popen(
       _command(runs, tmp_path / 'two', f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
-               f'--process_id={i}'), env=_env(4, JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo'),
+               f'--process_id={i}'), env=env(4, JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo'),
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
   outputs = [p.communicate(timeout=600)[0] for p in processes]
   for p, out in zip(processes, outputs):

@@ -22,6 +22,7 @@ from gpt_jax import model as gm
 from gpt_jax import sample
 from gpt_jax import sharding as gs
 from gpt_jax.rlhf import classify, dpo, reward, sft, stage
+from tests import xla_env
 
 jax.config.update('jax_default_matmul_precision', 'highest')
 
@@ -170,7 +171,7 @@ def test_resumed_stage_equals_uninterrupted(data_dir, tmp_path, stage_name, modu
 
 
 def _run(module, *args, cwd=None):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
+  env = xla_env.env(1)
   return subprocess.run([sys.executable, '-m', module, *args], capture_output=True, text=True, env=env,
                         cwd=cwd or os.getcwd(), timeout=600)
 

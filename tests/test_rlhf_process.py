@@ -19,6 +19,7 @@ from gpt_jax import model as gm
 from gpt_jax import sharding as gs
 from gpt_jax.heads import RewardModel
 from gpt_jax.rlhf import sft
+from tests import xla_env
 from tests.helpers import load_lm
 
 CONTEXT = 32
@@ -55,8 +56,7 @@ def _free_port():
 
 def _run(stage, workdir, init_from, processes):
   """Runs python -m gpt_jax.rlhf.<stage> as `processes` processes over 8 CPU devices in all."""
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={8 // processes}', JAX_PLATFORMS='cpu',
-             JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo')
+  env = xla_env.env(8 // processes, JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo')
   command = [sys.executable, '-m', f'gpt_jax.rlhf.{stage}', f'--workdir={workdir}',
              f'--config.rlhf.init_from={init_from}', f'--config.data.data_dir={workdir}-data', *COMMON, *STAGES[stage]]
   port = _free_port()

@@ -47,8 +47,7 @@ def get_sweep():
 
 
 def _sweep(slurm, sweep_file, root, *args):
-  env = dict(slurm.env, GPT_JAX_TEST_ROOT=root, XLA_FLAGS='--xla_force_host_platform_device_count=8',
-             JAX_PLATFORMS='cpu')
+  env = train_runs.env(8, base=slurm.env, GPT_JAX_TEST_ROOT=root)
   result = subprocess.run([sys.executable, '-m', 'gpt_jax.sweep', *args, f'--sweep={sweep_file}'], env=env,
                           cwd=REPO, capture_output=True, text=True)
   assert result.returncode == 0, result.stderr[-3000:]

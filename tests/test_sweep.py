@@ -16,6 +16,7 @@ from gpt_jax import config as gcfg
 from gpt_jax import flops
 from gpt_jax.config import ConfigError
 from gpt_jax.sweep import Resources, Shape, ShapeRule, Sweep, attempt, cluster, expand, load_sweep, resources
+from tests import xla_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -279,7 +280,7 @@ def test_run_lock_outlives_a_killed_runner_while_its_training_process_lives_then
 # End to end.
 
 def _sweep_cli(*args, cwd=REPO, **kwargs):
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
+  env = xla_env.env(8)
   return [sys.executable, '-m', 'gpt_jax.sweep', *args], dict(cwd=cwd, env=env, **kwargs)
 
 

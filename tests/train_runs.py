@@ -10,6 +10,7 @@ import pytest
 
 from gpt_jax.data import pipeline
 from tests.helpers import load_lm, tiny_config
+from tests.xla_env import env
 
 STEPS = 24
 FLAGS = ['--config=configs/tiny.py:nano', '--config.model.context=64', '--config.train.batch_tokens=1024',
@@ -18,11 +19,6 @@ FLAGS = ['--config=configs/tiny.py:nano', '--config.model.context=64', '--config
          '--config.checkpoint.keep=2', '--config.checkpoint.keep_every=12',
          # An explicit schedule: runs of other lengths below resume into the same one.
          '--config.optim.warmup_tokens=1024', f'--config.optim.decay_tokens={1024 * STEPS}']
-
-
-def env(devices=8, **extra):
-  return dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}', JAX_PLATFORMS='cpu',
-              **extra)
 
 
 def command(workdir, data_dir, *extra):
