@@ -10,6 +10,7 @@ import sys
 import jax
 import numpy as np
 
+from tests import xla_env
 from tests.helpers import load_lm, run_on_two_processes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,9 +27,8 @@ def _records(workdir):
 
 def test_probe_on_two_processes_stopped_and_continued_equals_one_uninterrupted_process(tmp_path):
   one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
-  result = subprocess.run([*PROBE, f'--workdir={one}', '--steps=6'], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+  result = subprocess.run([*PROBE, f'--workdir={one}', '--steps=6'], env=xla_env.env(8), cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   run_on_two_processes([*PROBE, f'--workdir={two}', '--steps=3'], cwd=REPO)
   out = run_on_two_processes([*PROBE, f'--workdir={two}', '--steps=6'], cwd=REPO)

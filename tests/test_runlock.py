@@ -10,6 +10,7 @@ import pytest
 from gpt_jax import runlock
 from gpt_jax.config import ConfigError
 from tests import train_runs
+from tests import xla_env
 from tests.test_train_process import _free_port
 
 
@@ -43,7 +44,7 @@ def test_a_second_training_run_is_refused_on_one_and_two_processes(train_data_di
   shutil.copytree(straight, held)
   with runlock.hold(held):
     before = _before(held)
-    one = subprocess.run(train_runs.command(held, train_data_dir), env=train_runs.env(), capture_output=True,
+    one = subprocess.run(train_runs.command(held, train_data_dir), env=xla_env.env(), capture_output=True,
                          text=True, timeout=300)
     assert one.returncode == 2, one.stderr[-2000:]
     lines = one.stderr.strip().splitlines()
@@ -53,7 +54,7 @@ def test_a_second_training_run_is_refused_on_one_and_two_processes(train_data_di
     processes = [subprocess.Popen(
         train_runs.command(held, train_data_dir, f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
                            f'--process_id={i}'),
-        env=train_runs.env(devices=4, JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo'), stdout=subprocess.PIPE,
+        env=xla_env.env(4, JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo'), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True) for i in range(2)]
     outputs = [p.communicate(timeout=300) for p in processes]
     assert [p.returncode for p in processes] == [2, 2], outputs
