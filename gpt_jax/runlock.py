@@ -45,33 +45,18 @@ def _describe(text: str) -> str:
 
 @contextlib.contextmanager
 def hold(workdir: str) -> Iterator[None]:
-  """Holds the workdir's lock for the block; raises ConfigError (on every process) if another run holds it."""
-  handle, created, holder = None, False, ''
+  """Holds the workdir's lock for the block; raises ConfigError (on every process) if another run holds it or the
+  directory cannot be written."""
+  handle, created, refusal = None, False, ''
   if jax.process_index() == 0:
     created = not os.path.isdir(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    handle = open(os.path.join(workdir, LOCK_FILE), 'a+', encoding='utf-8')
-    try:
-      fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      handle.seek(0)
-      holder = _describe(handle.read())
-      handle.close()
-      handle = None
-    except OSError as e:  # no flock on this file system
-      print(f'warning: cannot lock the run directory {workdir} ({e.strerror}); running without the guard against '
-            f'two runs in it.', file=sys.stderr, flush=True)
-    else:
-      handle.seek(0)
-      handle.truncate()
-      handle.write(_holder() + '\n')
-      handle.flush()
-  refused = holder != ''
-  if jax.process_count() > 1:
-    refused = bool(np.any(multihost_utils.process_allgather(np.array(refused))))
-  if refused:
-    raise ConfigError(f'the run directory {workdir} is in use by another run ({holder or "see process 0"}): wait '
-                      f'for it to end or stop it, or pass another directory.')
+    handle, refusal = _lock(workdir)
+  if jax.process_count() > 1:  # every process stops if process 0 was refused
+    refused = multihost_utils.process_allgather(np.array(refusal != ''))
+    refusal = refusal or ('' if not np.any(refused) else f'process 0 could not take the run directory {workdir}: '
+                                                         f'see its message.')
+  if refusal:
+    raise ConfigError(refusal)
   try:
     yield
   finally:
@@ -80,3 +65,32 @@ def hold(workdir: str) -> Iterator[None]:
         os.remove(os.path.join(workdir, LOCK_FILE))
         os.rmdir(workdir)
       handle.close()
+
+
+def _lock(workdir: str):
+  """(the open lock file, '') once locked; (None, the refusal) if another process holds the lock or the directory
+  cannot be written; (None, '') where the file system has no flock (with a warning)."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    handle = open(os.path.join(workdir, LOCK_FILE), 'a+', encoding='utf-8')
+  except OSError as e:
+    return None, (f'cannot write the run directory {workdir} ({e.strerror}): pass a directory this user can create '
+                  f'and write.')
+  try:
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    handle.seek(0)
+    holder = _describe(handle.read())
+    handle.close()
+    return None, (f'the run directory {workdir} is in use by another run ({holder}): wait for it to end or stop it, '
+                  f'or pass another directory.')
+  except OSError as e:
+    handle.close()
+    print(f'warning: cannot lock the run directory {workdir} ({e.strerror}); running without the guard against two '
+          f'runs in it.', file=sys.stderr, flush=True)
+    return None, ''
+  handle.seek(0)
+  handle.truncate()
+  handle.write(_holder() + '\n')
+  handle.flush()
+  return handle, ''

@@ -33,6 +33,13 @@ def test_a_workdir_the_lock_created_goes_if_nothing_else_was_written(tmp_path):
   assert not os.path.exists(workdir)
 
 
+def test_a_workdir_that_cannot_be_created_is_one_sentence(tmp_path):
+  (tmp_path / 'file').write_text('x')
+  with pytest.raises(ConfigError, match=r'cannot write the run directory .*file/run \(Not a directory\)'):
+    with runlock.hold(str(tmp_path / 'file' / 'run')):
+      pass
+
+
 def _before(workdir):
   return {name: os.path.getmtime(os.path.join(workdir, name)) for name in os.listdir(workdir)}
 
@@ -58,5 +65,5 @@ def test_a_second_training_run_is_refused_on_one_and_two_processes(train_data_di
         stderr=subprocess.PIPE, text=True) for i in range(2)]
     outputs = [p.communicate(timeout=300) for p in processes]
     assert [p.returncode for p in processes] == [2, 2], outputs
-    assert 'is in use by another run (process' in outputs[0][1] and 'is in use by another run' in outputs[1][1]
+    assert 'is in use by another run (process' in outputs[0][1] and 'process 0 could not take' in outputs[1][1]
     assert _before(held) == before
