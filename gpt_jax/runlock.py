@@ -51,10 +51,10 @@ def hold(workdir: str) -> Iterator[None]:
   if jax.process_index() == 0:
     created = not os.path.isdir(workdir)
     handle, refusal = _lock(workdir)
-  if jax.process_count() > 1:  # every process stops if process 0 was refused
-    refused = multihost_utils.process_allgather(np.array(refusal != ''))
-    refusal = refusal or ('' if not np.any(refused) else f'process 0 could not take the run directory {workdir}: '
-                                                         f'see its message.')
+  if jax.process_count() > 1:  # a collective on every process: all stop if process 0 was refused
+    refused = bool(np.any(multihost_utils.process_allgather(np.array(refusal != ''))))
+    if refused and not refusal:
+      refusal = f'process 0 could not take the run directory {workdir}: see its message.'
   if refusal:
     raise ConfigError(refusal)
   try:

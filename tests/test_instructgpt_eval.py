@@ -186,10 +186,10 @@ def test_sampling_flags_a_command_cannot_use_are_refused(argv, message):
   flags.DEFINE_integer('response_tokens', 8, '', flag_values=values)
   flags.DEFINE_integer('samples', 2, '', flag_values=values)
   values(['prog'])
-  episodes.check_sampling(values, 'temperature', 'temperatures', 'response_tokens', 'samples')  # the defaults pass
+  episodes.check_sampling(values, ('temperature', 'temperatures'), ('response_tokens', 'samples'))  # the defaults pass
   values(['prog', *argv])
   with pytest.raises(ConfigError, match=message):
-    episodes.check_sampling(values, 'temperature', 'temperatures', 'response_tokens', 'samples')
+    episodes.check_sampling(values, ('temperature', 'temperatures'), ('response_tokens', 'samples'))
 
 
 def test_the_summary_reads_a_beta_from_every_plain_ppo_runs_name():

@@ -103,7 +103,8 @@ def main(argv):
                         f'rankings_heldout.jsonl, --toy the toy task directory.')
   if FLAGS.samples < 1 or FLAGS.samples & (FLAGS.samples - 1):
     raise ConfigError(f'--samples={FLAGS.samples} must be a power of 2 (n runs over 1, 2, 4, ..., samples).')
-  episodes.check_sampling(FLAGS, 'temperature', 'temperatures', 'response_tokens', 'sft_samples')
+  episodes.check_sampling(FLAGS, temperatures=('temperature', 'temperatures'),
+                          counts=('response_tokens', 'sft_samples'))
   cli.check_output('out', FLAGS.out)
   judges = {float(t): episodes.Judge(FLAGS.sft, FLAGS.reward, float(t), FLAGS.response_tokens)
             for t in dict.fromkeys([*FLAGS.temperatures, FLAGS.temperature])}

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import math
 import os
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -135,23 +136,23 @@ class Judge:
     return total / weight
 
 
-def check_sampling(flag_values, *names: str) -> None:
-  """Refuses, before any work, a sampling flag (temperatures and counts among `names`) a command cannot use: every
-  temperature must be a positive number (these commands sample; greedy answers are scored on their own), every
-  count (response_tokens, samples) at least 1."""
-  for name in names:
+def check_sampling(flag_values, temperatures: Sequence[str] = (), counts: Sequence[str] = ()) -> None:
+  """Refuses, before any work, a sampling flag a command cannot use: each flag named in `temperatures` (a float or a
+  list of them) must hold positive numbers (these commands sample; greedy answers are scored on their own), each in
+  `counts` (response_tokens, samples) an integer of at least 1."""
+  for name in temperatures:
     value = flag_values[name].value
-    if 'temperature' in name:
-      values = value if isinstance(value, list) else [value]
-      try:
-        ok = bool(values) and all(math.isfinite(float(v)) and float(v) > 0 for v in values)
-      except ValueError:
-        ok = False
-      if not ok:
-        shown = ','.join(map(str, values)) if isinstance(value, list) else value
-        raise ConfigError(f'--{name}={shown} must be positive (a sampling temperature), e.g. --{name}=0.7.')
-    elif value < 1:
-      raise ConfigError(f'--{name}={value} must be at least 1.')
+    values = value if isinstance(value, list) else [value]
+    try:
+      ok = bool(values) and all(math.isfinite(float(v)) and float(v) > 0 for v in values)
+    except ValueError:
+      ok = False
+    if not ok:
+      shown = ','.join(map(str, values)) if isinstance(value, list) else value
+      raise ConfigError(f'--{name}={shown} must be positive (a sampling temperature), e.g. --{name}=0.7.')
+  for name in counts:
+    if flag_values[name].value < 1:
+      raise ConfigError(f'--{name}={flag_values[name].value} must be at least 1.')
 
 
 def win_rates(ours: np.ndarray, theirs: np.ndarray) -> np.ndarray:

@@ -104,7 +104,7 @@ def main(argv):
                             f'--out={FLAGS.toy}.')
   if FLAGS.samples < 2:
     raise ConfigError(f'--samples={FLAGS.samples} must be at least 2: a ranking needs two responses.')
-  episodes.check_sampling(FLAGS, 'temperature', 'response_tokens')
+  episodes.check_sampling(FLAGS, temperatures=('temperature',), counts=('response_tokens',))
   cli.check_output('out', FLAGS.out, directory=True)
   config = ckpt.load_config(FLAGS.sft)
   mesh = gs.single_device_mesh()

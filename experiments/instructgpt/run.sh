@@ -54,13 +54,18 @@ stage sft $PY -m gpt_jax.rlhf.sft --workdir=$R/sft --config.rlhf.init_from=$R/ba
   --config.train.batch_tokens=$((16 * CONTEXT)) --config.rlhf.epochs=2
 stage onpolicy $PY -m experiments.instructgpt.onpolicy --sft=$R/sft --toy=$R/toy --out=$R/onpolicy --overwrite \
   --samples=4 --temperature=1.0 --response_tokens=$RESPONSE
-stage rm $PY -m gpt_jax.rlhf.reward --workdir=$R/rm --config.rlhf.init_from=$R/sft "${FT[@]}" \
-  --config.rlhf.data=$R/onpolicy/rankings_train.jsonl --config.rlhf.eval_data=$R/onpolicy/rankings_heldout.jsonl \
-  --config.train.batch_tokens=$((16 * 4 * CONTEXT)) --config.rlhf.epochs=1 \
-  --config.rlhf.response_tokens=$RESPONSE --config.rlhf.temperature=$TEMPERATURE
-stage baselines $PY -m experiments.instructgpt.baselines --sft=$R/sft --reward=$R/rm --toy=$R/toy \
-  --heldout=$R/onpolicy/rankings_heldout.jsonl --out=$OUT/baselines.json --overwrite \
-  --temperature=$TEMPERATURE --response_tokens=$RESPONSE
+reward_model() {  # reward_model NAME BASELINES_STAGE [overrides...]: the reward model $R/NAME on the on-policy
+                 # comparisons, then the baselines with it into $OUT/baselines.json
+  local name=$1 baselines=$2; shift 2
+  stage $name $PY -m gpt_jax.rlhf.reward --workdir=$R/$name --config.rlhf.init_from=$R/sft "${FT[@]}" \
+    --config.rlhf.data=$R/onpolicy/rankings_train.jsonl --config.rlhf.eval_data=$R/onpolicy/rankings_heldout.jsonl \
+    --config.train.batch_tokens=$((16 * 4 * CONTEXT)) --config.rlhf.response_tokens=$RESPONSE \
+    --config.rlhf.temperature=$TEMPERATURE "$@"
+  stage $baselines $PY -m experiments.instructgpt.baselines --sft=$R/sft --reward=$R/$name --toy=$R/toy \
+    --heldout=$R/onpolicy/rankings_heldout.jsonl --out=$OUT/baselines.json --overwrite \
+    --temperature=$TEMPERATURE --response_tokens=$RESPONSE
+}
+reward_model rm baselines --config.rlhf.epochs=1
 
 RM=rm
 ppo() {  # ppo NAME UPDATES [overrides...]: a PPO run from SFT against the reward model $R/$RM, saved every 10
@@ -95,13 +100,7 @@ $PY -m experiments.instructgpt.plots --results=$OUT --runs=ppo=$R/ppo_b$CHOSEN,p
 # more seeds of the chosen beta, in <runs>/results_rm3.
 RM=rm3 OUT=$R/results_rm3
 mkdir -p "$OUT"
-stage rm3 $PY -m gpt_jax.rlhf.reward --workdir=$R/rm3 --config.rlhf.init_from=$R/sft "${FT[@]}" \
-  --config.rlhf.data=$R/onpolicy/rankings_train.jsonl --config.rlhf.eval_data=$R/onpolicy/rankings_heldout.jsonl \
-  --config.train.batch_tokens=$((16 * 4 * CONTEXT)) --config.rlhf.epochs=3 --config.optim.peak_lr=3e-4 \
-  --config.rlhf.response_tokens=$RESPONSE --config.rlhf.temperature=$TEMPERATURE
-stage baselines_rm3 $PY -m experiments.instructgpt.baselines --sft=$R/sft --reward=$R/rm3 --toy=$R/toy \
-  --heldout=$R/onpolicy/rankings_heldout.jsonl --out=$OUT/baselines.json --overwrite \
-  --temperature=$TEMPERATURE --response_tokens=$RESPONSE
+reward_model rm3 baselines_rm3 --config.rlhf.epochs=3 --config.optim.peak_lr=3e-4
 CHOSEN=0.05  # fixed before the runs: at 0.05 the KL stayed within 3 nats with the first reward model
 ppo ppo_rm3_b$CHOSEN $SHORT --config.rlhf.ppo.kl_coef=$CHOSEN
 ppo ppo_rm3_b0.01 300 --config.rlhf.ppo.kl_coef=0.01  # the weaker penalty for longer: where does gold peak?

@@ -86,8 +86,9 @@ def beta_of(name: str) -> float | None:
   return float(match.group(1)) if match else None
 
 
-def early(track: dict) -> dict:
-  return {k: track['early_stopped'][k] for k in REPORTED if k in track['early_stopped']}
+def reported(entry: dict) -> dict:
+  """The REPORTED figures of a tracked checkpoint's test results (a track's early_stopped or last entry)."""
+  return {k: entry[k] for k in REPORTED if k in entry}
 
 
 def criteria(s: dict) -> dict:
@@ -136,12 +137,12 @@ def main(argv):
            sft=dict(gold=sft['test']['gold'], pretrain_loss=sft['pretrain_loss'],
                     greedy_gold=sft['test']['greedy_gold'],
                     at_temperatures=baselines['sft']['test']),
-           ppo=dict(run=FLAGS.chosen, **early(chosen)))
-  s['ppo_last'] = {k: chosen['last'][k] for k in REPORTED if k in chosen['last']}
+           ppo=dict(run=FLAGS.chosen, **reported(chosen['early_stopped'])))
+  s['ppo_last'] = reported(chosen['last'])
   if FLAGS.ptx:
     ptx = tracks[FLAGS.ptx]
-    s['ppo_ptx'] = dict(run=FLAGS.ptx, **early(ptx))
-    s['ppo_ptx_last'] = {k: ptx['last'][k] for k in REPORTED if k in ptx['last']}
+    s['ppo_ptx'] = dict(run=FLAGS.ptx, **reported(ptx['early_stopped']))
+    s['ppo_ptx_last'] = reported(ptx['last'])
     # Both runs at PPO-ptx's last update (whatever early stopping chose): test gold, KL, pretraining loss.
     update = ptx['last']['update']
     at = {name: next((c for c in t['checkpoints'] if c['update'] == update), None)
@@ -150,12 +151,13 @@ def main(argv):
       s['ppo_vs_ppo_ptx_at_update'] = dict(update=update, **{
           name: dict(gold=c['test']['gold'], kl=c['test']['kl'], pretrain_loss=c['pretrain_loss'])
           for name, c in at.items()})
-  seeds = {name: early(t) for name, t in tracks.items() if name == FLAGS.chosen or name.startswith(FLAGS.chosen + '_s')}
+  seeds = {name: reported(t['early_stopped']) for name, t in tracks.items()
+           if name == FLAGS.chosen or name.startswith(FLAGS.chosen + '_s')}
   s['ppo_seeds'] = dict(runs=seeds, **{f'{k}_mean': float(np.mean([r[k] for r in seeds.values()]))
                                        for k in ('gold', 'win_rate_vs_sft', 'kl')},
                         **{f'{k}_std': float(np.std([r[k] for r in seeds.values()], ddof=1)) if len(seeds) > 1 else None
                            for k in ('gold', 'win_rate_vs_sft', 'kl')})
-  s['ppo_runs'] = {name: early(t) for name, t in tracks.items()}
+  s['ppo_runs'] = {name: reported(t['early_stopped']) for name, t in tracks.items()}
   betas = {name: curve(t) for name, t in tracks.items() if beta_of(name) is not None}
   plotted = min(betas, key=beta_of) if betas else FLAGS.chosen
   curves = betas or {FLAGS.chosen: curve(chosen)}

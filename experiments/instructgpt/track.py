@@ -72,7 +72,7 @@ def main(argv):
   if not updates:
     raise ConfigError(f'{FLAGS.run} has no saved checkpoints: pass a PPO run trained with checkpoints kept '
                       f'(--config.checkpoint.keep_every).')
-  episodes.check_sampling(FLAGS, 'temperature', 'response_tokens', 'samples')
+  episodes.check_sampling(FLAGS, temperatures=('temperature',), counts=('response_tokens', 'samples'))
   cli.check_output('out', FLAGS.out)
   judge = episodes.Judge(FLAGS.sft, FLAGS.reward, FLAGS.temperature, FLAGS.response_tokens)
   prompts = {split: episodes.prompts_of(split, FLAGS.limit) for split in toy.SPLITS}
