@@ -113,6 +113,7 @@ def default_config() -> ml_collections.ConfigDict:
   r.sft = rs = ml_collections.ConfigDict()
   rs.pack = False  # pack several examples into each row, kept apart by segment ids
   rs.pretrain_mix = 0.0  # share of each batch's rows that are pretraining rows of data.source (all tokens; 0: off)
+  rs.pretrain_weight = 1.0  # loss weight of a pretraining token against a response token's 1 (with pretrain_mix)
 
   r.classify = rc = ml_collections.ConfigDict()
   rc.lm_coef = 0.5  # GPT-1 fine-tuning: lambda of the auxiliary LM loss, L3 = L2 + lambda * L1 (0: off)
@@ -345,6 +346,7 @@ def _validate_rlhf(config) -> None:
     _fail(f'rlhf.seq_len={r.seq_len} is longer than model.context={config.model.context}: make it at most '
           f'{config.model.context} (0: model.context).')
   _number(config, 'rlhf.sft.pretrain_mix', low=0.0, high=1.0, high_open=True, hint=' (0: off)')
+  _number(config, 'rlhf.sft.pretrain_weight', low=0.0, low_open=True)
   _number(config, 'rlhf.response_tokens', low=1, integer=True)
   _number(config, 'rlhf.temperature', low=0.0, low_open=True)
   for path in ('rlhf.skip_bad_lines', 'rlhf.sft.pack', 'rlhf.dpo.precompute_ref', 'rlhf.ppo.whiten_rewards'):

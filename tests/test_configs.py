@@ -148,6 +148,7 @@ def test_unknown_size_lists_valid_ones():
     ('mesh.tensor', 0, 'mesh.tensor=0 must be a positive integer or -1'),
     ('checkpoint.every_steps', 0, 'checkpoint.every_steps=0 must be at least 1'),
     ('checkpoint.keep_every', -1, 'checkpoint.keep_every=-1 must be at least 0'),
+    ('rlhf.sft.pretrain_weight', 0.0, 'rlhf.sft.pretrain_weight=0.0 must be greater than 0.0'),
 ])
 def test_every_field_has_a_rule_and_a_one_sentence_error(key, value, message):
   with pytest.raises(gcfg.ConfigError) as error:

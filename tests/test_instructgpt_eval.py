@@ -154,6 +154,7 @@ def test_the_commands_track_a_run_and_summarise_it(runs, tmp_path):
   assert [c['update'] for c in track['checkpoints']] == [0, 10, 20]
   assert track['checkpoints'][1]['validation'] == track['checkpoints'][0]['validation']  # update 10 is SFT
   assert track['early_stopped']['update'] in (0, 10, 20)
+  assert track['checkpoints'][0]['pretrain_loss'] == pytest.approx(table['sft_pretrain_loss'], rel=1e-5)  # SFT's
   _run('experiments.instructgpt.summary', f'--results={results}', '--chosen=ppo_b0.1')
   s = json.loads((results / 'summary.json').read_text())
   for key in ('reward_model', 'best_of_n', 'sft', 'ppo', 'overoptimisation', 'overoptimisation_plot'):
@@ -169,6 +170,16 @@ def test_the_commands_track_a_run_and_summarise_it(runs, tmp_path):
   again = subprocess.run([sys.executable, '-m', 'experiments.instructgpt.summary', f'--results={results}',
                           '--chosen=ppo_b0.1'], capture_output=True, text=True, timeout=300, cwd=REPO)
   assert again.returncode == 2 and 'already exists' in again.stderr
+  # A PPO-ptx coefficient sweep: the run reported is the one best on validation gold at its early-stopped update.
+  for name, bump in (('ptx_lo', 0.0), ('ptx_hi', 0.1)):
+    for c in track['checkpoints']:
+      c['validation']['gold'] += bump * (c['update'] == track['early_stopped']['update'])
+    (results / f'track_{name}.json').write_text(json.dumps(track))
+  _run('experiments.instructgpt.summary', f'--results={results}', '--chosen=ppo_b0.1', '--ptx=ptx_lo,ptx_hi',
+       f'--out={results / "with_ptx.json"}')
+  s = json.loads((results / 'with_ptx.json').read_text())
+  assert s['ppo_ptx']['run'] == 'ptx_hi' and set(s['ppo_ptx_runs']) == {'ptx_lo', 'ptx_hi'}
+  assert 'ppo_ptx_pretrain_loss_0.2_below_ppo_win_rate_within_0.05' in s['criteria']
 
 
 @pytest.mark.parametrize('argv, message', [

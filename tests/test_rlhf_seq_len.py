@@ -71,6 +71,15 @@ def test_pretrain_mix_puts_that_share_of_pretraining_rows_in_every_batch(data_di
                                                             'train.total_tokens': 8 * 32}))
   for key, value in again.train_stream.next_batch(8).items():
     np.testing.assert_array_equal(value, batch[key])  # deterministic
+  _, weighted, _ = sft.build_task(_config('sft', data_dir, **{'rlhf.sft.pretrain_mix': 0.25, 'rlhf.epochs': 1.0,
+                                                               'rlhf.sft.pretrain_weight': 0.1,
+                                                               'train.total_tokens': 8 * 32}))
+  light = weighted.train_stream.next_batch(8)
+  np.testing.assert_array_equal(light['loss_mask'][6:], np.float32(0.1))  # pretraining tokens at their weight
+  for key, value in light.items():
+    if key != 'loss_mask':
+      np.testing.assert_array_equal(value, batch[key])
+  np.testing.assert_array_equal(light['loss_mask'][:6], batch['loss_mask'][:6])
   n = plain.train_stream.n
   assert plain_config.train.total_tokens == math.ceil(n / 8) * 8 * 32
   assert mixed_config.train.total_tokens == math.ceil(math.ceil(n / 0.75) / 8) * 8 * 32  # an epoch of SFT rows

@@ -5,7 +5,8 @@ model's accuracy on held-out pairs of SFT samples.
         --heldout=runs/igpt/onpolicy/rankings_heldout.jsonl --toy=runs/igpt/toy --out=runs/igpt/results/baselines.json
 
 On the validation and the test prompts (gpt_jax.rlhf.toy.held_out_split):
-- SFT greedy, and sampled at each of --temperatures (--sft_samples per prompt): gold, exact match, RM score.
+- SFT greedy, and sampled at each of --temperatures (--sft_samples per prompt): gold, exact match, RM score; and
+  its pretraining loss on the corpus's validation batches (sft_pretrain_loss).
 - Best-of-n at --temperature: --samples responses per prompt are drawn once; for each n in 1, 2, 4, ..., samples
   they are cut into samples / n disjoint groups, the reward model's argmax of each group is picked and its gold and
   RM score averaged; KL to SFT is the analytic ln n - (n - 1) / n. The gain of best-of-16 over best-of-1 comes with
@@ -110,7 +111,7 @@ def main(argv):
             for t in dict.fromkeys([*FLAGS.temperatures, FLAGS.temperature])}
   judge = judges[FLAGS.temperature]
   results = dict(sft={}, best_of_n={}, best_of_n_gain_16_vs_1={}, temperature=FLAGS.temperature,
-                 samples=FLAGS.samples)
+                 samples=FLAGS.samples, sft_pretrain_loss=judge.pretraining_loss(judge.sft_params))
   for split in toy.SPLITS:
     prompts = episodes.prompts_of(split, FLAGS.limit)
     sft = dict(prompts=len(prompts), greedy=dict(gold=float(judge.greedy_gold(judge.sft_params, prompts).mean())))

@@ -3,7 +3,8 @@
 #   base -> SFT -> on-policy comparisons -> reward model -> baselines (SFT, best-of-n, RM accuracy)
 #   -> PPO at two betas, PPO-ptx, two more seeds of the chosen beta (each checkpoint tracked against gold)
 #   -> DPO -> greedy comparison -> summary.json and plots;
-#   then a stronger reward model (3 epochs) -> its baselines -> PPO against it at two betas -> results_rm3.
+#   then a stronger reward model (3 epochs) -> its baselines -> PPO against it at two betas, a PPO-ptx coefficient
+#   sweep -> results_rm3.
 # Every stage goes through its public entry point and writes only under the runs directory (tables and plots in
 # <runs>/results and <runs>/results_rm3). A finished stage leaves <runs>/done/<stage> and is skipped on a rerun; an interrupted training
 # stage resumes where it stopped. Wall times are appended to <runs>/results/wall_times.txt. Only `publish` copies
@@ -96,8 +97,8 @@ $PY -m experiments.instructgpt.summary --results=$OUT --chosen=ppo_b$CHOSEN --pt
 $PY -m experiments.instructgpt.plots --results=$OUT --runs=ppo=$R/ppo_b$CHOSEN,ppo_ptx=$R/ppo_ptx --overwrite
 
 # The stronger reward model: the same comparisons for 3 epochs at peak LR 3e-4 (the one above was still improving
-# when its single epoch ended), its baselines, and PPO against it at two betas, PPO-ptx at two coefficients and two
-# more seeds of the chosen beta, in <runs>/results_rm3.
+# when its single epoch ended), its baselines, and PPO against it at two betas, PPO-ptx at four coefficients (the
+# summary reports the one best on validation gold) and two more seeds of the chosen beta, in <runs>/results_rm3.
 RM=rm3 OUT=$R/results_rm3
 mkdir -p "$OUT"
 reward_model rm3 baselines_rm3 --config.rlhf.epochs=3 --config.optim.peak_lr=3e-4
@@ -106,11 +107,13 @@ ppo ppo_rm3_b$CHOSEN $SHORT --config.rlhf.ppo.kl_coef=$CHOSEN
 ppo ppo_rm3_b0.01 300 --config.rlhf.ppo.kl_coef=0.01  # the weaker penalty for longer: where does gold peak?
 ppo ppo_rm3_ptx $SHORT --config.rlhf.ppo.kl_coef=$CHOSEN --config.rlhf.ppo.ptx_source=stdlib \
   --config.rlhf.ppo.ptx_coef=$PTX_COEF
-ppo ppo_rm3_ptx0.1 $SHORT --config.rlhf.ppo.kl_coef=$CHOSEN --config.rlhf.ppo.ptx_source=stdlib \
-  --config.rlhf.ppo.ptx_coef=0.1
+for coef in 0.1 0.03 0.01; do  # the coefficient sweep: how little pretraining term still keeps pretraining?
+  ppo ppo_rm3_ptx$coef $SHORT --config.rlhf.ppo.kl_coef=$CHOSEN --config.rlhf.ppo.ptx_source=stdlib \
+    --config.rlhf.ppo.ptx_coef=$coef
+done
 for seed in "${SEEDS[@]}"; do
   ppo ppo_rm3_b${CHOSEN}_s$seed $SHORT --config.rlhf.ppo.kl_coef=$CHOSEN --config.train.seed=$seed --config.data.seed=$seed
 done
-$PY -m experiments.instructgpt.summary --results=$OUT --chosen=ppo_rm3_b$CHOSEN --ptx=ppo_rm3_ptx --overwrite
-$PY -m experiments.instructgpt.plots --results=$OUT --runs=ppo=$R/ppo_rm3_b$CHOSEN,ppo_ptx=$R/ppo_rm3_ptx --overwrite
+$PY -m experiments.instructgpt.summary --results=$OUT --chosen=ppo_rm3_b$CHOSEN --ptx=ppo_rm3_ptx,ppo_rm3_ptx0.1,ppo_rm3_ptx0.03,ppo_rm3_ptx0.01 --overwrite
+$PY -m experiments.instructgpt.plots --results=$OUT --runs=ppo=$R/ppo_rm3_b$CHOSEN,ptx1=$R/ppo_rm3_ptx,ptx0.1=$R/ppo_rm3_ptx0.1,ptx0.03=$R/ppo_rm3_ptx0.03,ptx0.01=$R/ppo_rm3_ptx0.01 --overwrite
 echo "results in $R/results and $OUT; to replace the committed ones: experiments/instructgpt/run.sh publish $R"

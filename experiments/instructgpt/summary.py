@@ -1,7 +1,7 @@
 """results/summary.json from the experiment's tables: the baselines, every tracked PPO run, the fits of the
 over-optimisation curves and each done-when criterion, met or not, with its measurement.
 
-    python -m experiments.instructgpt.summary --results=runs/igpt/results --chosen=ppo_b0.01 --ptx=ppo_ptx
+    python -m experiments.instructgpt.summary --results=runs/igpt/results --chosen=ppo_b0.01 --ptx=ppo_ptx,ppo_ptx0.1
 
 It reads <results>/baselines.json and <results>/track_<run>.json (experiments.instructgpt.baselines and .track).
 Runs named <chosen>_s<seed> are further seeds of the chosen PPO setting. Reported numbers are on the test prompts
@@ -27,7 +27,8 @@ def define_flags() -> None:
   """The command's flags, defined when it runs (tests import the experiment's modules together)."""
   flags.DEFINE_string('results', None, 'the results directory holding baselines.json and track_<run>.json.')
   flags.DEFINE_string('chosen', None, 'the PPO run of the chosen setting (its tracked name, e.g. ppo_b0.01).')
-  flags.DEFINE_string('ptx', None, 'the PPO-ptx run (optional).')
+  flags.DEFINE_list('ptx', [], 'the PPO-ptx runs (optional; a coefficient sweep): the one reported is the best on '
+                    'validation gold at its early-stopped update.')
   flags.DEFINE_string('out', None, 'the summary JSON (default <results>/summary.json; a new file, unless --overwrite).')
   cli.define_overwrite_flag()
 
@@ -86,6 +87,12 @@ def beta_of(name: str) -> float | None:
   return float(match.group(1)) if match else None
 
 
+def validation_gold_at_early_stop(track: dict) -> float:
+  """A tracked run's validation gold at the update its early stopping chose (how runs of a sweep are compared)."""
+  update = track['early_stopped']['update']
+  return next(c['validation']['gold'] for c in track['checkpoints'] if c['update'] == update)
+
+
 def reported(entry: dict) -> dict:
   """The REPORTED figures of a tracked checkpoint's test results (a track's early_stopped or last entry)."""
   return {k: entry[k] for k in REPORTED if k in entry}
@@ -122,8 +129,8 @@ def main(argv):
                       f'experiments.instructgpt.summary --help.')
   tracks = {os.path.basename(p)[len('track_'):-len('.json')]: read(p)
             for p in sorted(glob.glob(os.path.join(FLAGS.results, 'track_*.json')))}
-  for name, flag in ((FLAGS.chosen, 'chosen'), (FLAGS.ptx, 'ptx')):
-    if (flag == 'chosen' or name) and name not in tracks:
+  for name, flag in [(FLAGS.chosen, 'chosen')] + [(name, 'ptx') for name in FLAGS.ptx]:
+    if name not in tracks:
       raise ConfigError(f'--{flag}={name} has no track_{name}.json in {FLAGS.results}: give one of '
                         f'{", ".join(tracks) or "(none tracked yet)"}.')
   out_path = cli.check_output('out', FLAGS.out or os.path.join(FLAGS.results, 'summary.json'))
@@ -140,13 +147,18 @@ def main(argv):
            ppo=dict(run=FLAGS.chosen, **reported(chosen['early_stopped'])))
   s['ppo_last'] = reported(chosen['last'])
   if FLAGS.ptx:
-    ptx = tracks[FLAGS.ptx]
-    s['ppo_ptx'] = dict(run=FLAGS.ptx, **reported(ptx['early_stopped']))
+    # The coefficient is chosen as the checkpoint is, on validation gold (the first listed on a tie).
+    best = max(FLAGS.ptx, key=lambda name: validation_gold_at_early_stop(tracks[name]))
+    ptx = tracks[best]
+    s['ppo_ptx'] = dict(run=best, **reported(ptx['early_stopped']))
+    s['ppo_ptx_runs'] = {name: dict(reported(tracks[name]['early_stopped']),
+                                    validation_gold=validation_gold_at_early_stop(tracks[name]),
+                                    last=reported(tracks[name]['last'])) for name in FLAGS.ptx}
     s['ppo_ptx_last'] = reported(ptx['last'])
     # Both runs at PPO-ptx's last update (whatever early stopping chose): test gold, KL, pretraining loss.
     update = ptx['last']['update']
     at = {name: next((c for c in t['checkpoints'] if c['update'] == update), None)
-          for name, t in ((FLAGS.chosen, chosen), (FLAGS.ptx, ptx))}
+          for name, t in ((FLAGS.chosen, chosen), (best, ptx))}
     if all(at.values()):
       s['ppo_vs_ppo_ptx_at_update'] = dict(update=update, **{
           name: dict(gold=c['test']['gold'], kl=c['test']['kl'], pretrain_loss=c['pretrain_loss'])

@@ -442,11 +442,12 @@ class RowStream:
 
 class MixedStream:
   """A RowStream with pretraining rows in every batch (SFT that keeps pretraining): of a global batch of B rows,
-  round(B * mix) come from the pretraining stream, with the loss on every token, and the rest from the rows; each
-  process takes its share of both. The state is both streams' positions, so resume is exact."""
+  round(B * mix) come from the pretraining stream, with the loss on every token at `weight` (a response token's is
+  1; the loss is the weighted mean over tokens), and the rest from the rows; each process takes its share of both.
+  The state is both streams' positions, so resume is exact."""
 
-  def __init__(self, rows: RowStream, pretraining, mix: float):
-    self.rows, self.pretraining, self.mix = rows, pretraining, mix
+  def __init__(self, rows: RowStream, pretraining, mix: float, weight: float = 1.0):
+    self.rows, self.pretraining, self.mix, self.weight = rows, pretraining, mix, weight
     self.n = rows.n
 
   def next_batch(self, global_rows: int) -> dict[str, np.ndarray]:
@@ -456,7 +457,7 @@ class MixedStream:
     if extra is None:
       return own
     length = extra['inputs'].shape
-    extra.update(loss_mask=np.ones(length, np.float32), weight=np.ones(length[0], np.float32))
+    extra.update(loss_mask=np.full(length, self.weight, np.float32), weight=np.ones(length[0], np.float32))
     if 'segment_ids' in own:  # packed SFT rows: a pretraining row is one segment
       extra.update(segment_ids=np.ones(length, np.int32), positions=np.broadcast_to(
           np.arange(length[1], dtype=np.int32), length).copy())

@@ -5,8 +5,10 @@
 The model shape and tokenizer come from rlhf.init_from (a pretraining run or a params export); its trunk and LM
 head start the run. rlhf.data: 'toy', or prompt/completion, Alpaca or chat JSONL; rlhf.sft.pack packs several
 examples per row; rlhf.sft.pretrain_mix makes that share of every batch's rows pretraining rows of data.source
-(the LM loss on every token), so SFT keeps what pretraining taught (rlhf.epochs still counts passes over the SFT
-examples). Rerunning the command resumes exactly.
+(the LM loss on every token, each weighted rlhf.sft.pretrain_weight against a response token's 1: a 48-token
+pretraining row has about ten times the targets of a short answer, so at weight 1 it dominates the mean), so SFT
+keeps what pretraining taught (rlhf.epochs still counts passes over the SFT examples). Rerunning the command resumes
+exactly.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def build_task(config):
                                  losses.lm_loss_fn(config), lm_loss=True,
                                  epoch_rows=math.ceil(stage.n_rows(train_rows) / (1.0 - mix)))
   if mix:
-    task = dataclasses.replace(task, train_stream=rdata.MixedStream(task.train_stream, pretraining(config), mix))
+    task = dataclasses.replace(task, train_stream=rdata.MixedStream(task.train_stream, pretraining(config), mix,
+                                                                     r.sft.pretrain_weight))
   return config, task, data
 
 
