@@ -18,17 +18,17 @@ from experiments.few_shot import icl_train
 def test_sixteen_demonstrations_fit_the_context_and_queries_are_reproducible(name):
   task = icl_data.TASKS[name]
   items = icl_eval.episodes(task, 16, seed=0, n=50, shuffled=False)
-  assert max(len((p + a).encode()) for p, a, _ in items) <= 128
+  assert max(len((p + a).encode()) for p, a, _, _ in items) <= 128
   assert items == icl_eval.episodes(task, 16, seed=0, n=50, shuffled=False)
   assert items != icl_eval.episodes(task, 16, seed=1, n=50, shuffled=False)
-  assert icl_eval.episodes(task, 0, seed=0, n=5, shuffled=False)[0][2] is False  # nothing covers a 0-shot query
+  assert icl_eval.episodes(task, 0, seed=0, n=5, shuffled=False)[0][3] is False  # nothing covers a 0-shot query
 
 
 def test_recall_ceiling_and_shuffled_control():
   task = icl_data.TASKS['recall']
   plain = icl_eval.episodes(task, 8, seed=0, n=200, shuffled=False)
   shuffled = icl_eval.episodes(task, 8, seed=0, n=200, shuffled=True)
-  for (p, a, covered), (ps, a_s, covered_s) in zip(plain, shuffled):
+  for (p, a, _, covered), (ps, a_s, _, covered_s) in zip(plain, shuffled):
     assert p.startswith('R ') and ps.startswith('R ')
     p, ps = p[2:], ps[2:]
     demos, query = p.split(' ')[:-1], p.split(' ')[-1]
@@ -36,7 +36,17 @@ def test_recall_ceiling_and_shuffled_control():
     table = {d[0]: d[1] for d in demos}
     assert table.get(query, a) == a  # plain demonstrations follow the query's map
     assert sorted(d[1] for d in ps.split(' ')[:-1]) == sorted(d[1] for d in demos)  # same outputs, permuted
-  assert 0.5 < np.mean([c for _, _, c in plain]) < 0.8  # 1 - (7/8)^8 = 0.66
+  assert 0.5 < np.mean([c for *_, c in plain]) < 0.8  # 1 - (7/8)^8 = 0.66
+
+
+def test_cipher_writes_each_substitute_after_its_letter_and_scores_only_the_substitutes():
+  for prompt, answer, scored, covered in icl_eval.episodes(icl_data.TASKS['cipher'], 8, seed=0, n=100, shuffled=False):
+    demos = prompt[2:].split(' ')[:-1]
+    table = {d[i]: d[i + 1] for d in demos for i in (0, 2, 4)}
+    word = prompt[-1] + answer[1::2]
+    assert len(demos) == 8 and scored == (True, False, True, False, True) and len(answer) == 5
+    assert covered == (set(word) <= set(table))
+    assert all(table.get(c, y) == y for c, y in zip(word, answer[0::2]))  # the query follows the demonstrated map
 
 
 def test_probe_rows_repeat_a_segment_where_the_mask_says():
@@ -52,17 +62,20 @@ def test_exact_match_scorer_equals_greedy_decoding():
   config = icl_train.run_config(1, 16, 128, 'rope')
   module = gm.GPTLM(config.model)
   params = gm.init_params(module, jax.random.key(0))
-  prompts = [p for p, _, _ in icl_eval.episodes(icl_data.TASKS['cipher'], 4, seed=0, n=4, shuffled=False)]
+  items = icl_eval.episodes(icl_data.TASKS['cipher'], 4, seed=0, n=4, shuffled=False)
   greedy = []
-  for p in prompts:  # two greedy bytes, one full forward each
-    out = list(p.encode())
-    for _ in range(2):
-      out.append(int(jnp.argmax(module.apply({'params': params}, jnp.asarray([out]))[0, -1])))
-    greedy.append(bytes(out[-2:]).decode('latin-1'))
+  for prompt, answer, _, _ in items:  # each substitute decoded greedily after its given letter, one forward each
+    out = list(prompt.encode())
+    for letter in answer[1::2] + ' ':
+      out += [int(jnp.argmax(module.apply({'params': params}, jnp.asarray([out]))[0, -1])), ord(letter)]
+    greedy.append(bytes(out[len(prompt):-1]).decode('latin-1'))
+  prompts, answers, scored = [i[0] for i in items], [i[1] for i in items], [i[2] for i in items]
   score = icl_eval.make_scorer(module, 128)
-  assert score(params, prompts, greedy).all()
-  wrong = [g[0] + chr((ord(g[1]) + 1) % 128) for g in greedy]
-  assert not score(params, prompts, wrong).any()
+  assert score(params, prompts, greedy, scored).all()
+  assert [g[1::2] for g in greedy] == [a[1::2] for a in answers]
+  wrong_letter = [g[:2] + chr((ord(g[2]) + 1) % 128) + g[3:] for g in greedy]
+  assert not score(params, prompts, wrong_letter, scored).any()
+  assert not score(params, prompts, greedy).any()  # scored everywhere, the given letters are not its predictions
 
 
 def test_figure_reads_the_csv_with_integer_k_ticks(tmp_path):
@@ -80,6 +93,27 @@ def test_figure_reads_the_csv_with_integer_k_ticks(tmp_path):
                                  control=control, accuracy=k / 16, ceiling=1 - 0.5**k, chance=0.1))
   png = icl_plot.draw(icl_plot.read_rows(str(path)), str(tmp_path / 'x.png'))
   assert (tmp_path / 'x.png').stat().st_size > 1000 and png.endswith('x.png')
+
+
+def test_criteria_read_the_mean_over_tasks_per_model():
+  from experiments.few_shot import icl_summary
+  rows = []
+  for model, layers, params, slope in (('l1-d64', 1, 50, 0.004), ('l2-d32', 2, 25, 0.03), ('l2-d64', 2, 100, 0.04),
+                                       ('l3-d64', 3, 150, 0.05)):
+    for task, offset in (('recall', 0.1), ('add', 0.0)):
+      for k in (0, 8):
+        for control in ('none', 'shuffled'):
+          accuracy = offset + (slope * k if control == 'none' else 0.01 * k)
+          rows.append(dict(model=model, n_layers=layers, params_non_embedding=params, task=task, k=k,
+                           control=control, accuracy=accuracy))
+  table = icl_summary.models_table(rows)
+  assert [m['model'] for m in table] == ['l1-d64', 'l2-d32', 'l2-d64', 'l3-d64']  # the control first
+  assert table[-1]['gain'] == pytest.approx(0.4) and table[-1]['above_shuffled'] == pytest.approx(0.32)
+  c = icl_summary.criteria(table)
+  assert c['largest_gains_at_least_0.25']['model'] == 'l3-d64' and all(v['met'] for v in c.values())
+  assert c['gains_grow_with_size']['spearman'] == pytest.approx(1.0)
+  shrinking = [dict(r, accuracy=r['accuracy'] * (1.5 if r['model'] == 'l2-d32' and r['k'] else 1)) for r in rows]
+  assert not icl_summary.criteria(icl_summary.models_table(shrinking))['gains_grow_with_size']['met']
 
 
 def test_bad_model_spec_is_refused_in_one_sentence_before_any_work(tmp_path):

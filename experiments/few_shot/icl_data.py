@@ -5,8 +5,15 @@ Formats are compact so that K = 16 demonstrations fit a 128-byte context (a task
 task's tag, then demonstrations: an input, a separator, an output and a space):
 
   recall  'R c7 '      a letter key -> a digit; the map is drawn per sequence over 8 of the 26 letters
-  cipher  'C ab:qx '   2-letter words over 6 letters, each letter substituted by a per-sequence map into a-z
+  cipher  'C aqbxcz '  3-letter words over 6 letters, each letter substituted by a per-sequence map into a-z and
+                       written right after it (the word 'abc' enciphered 'qxz')
   add     'A 37=2 '    (a + b + offset) mod 10 with a per-sequence offset in 1..9
+
+The cipher interleaves each input letter with its substitute, so that reading it is induction (a letter's
+substitute is what followed the letter before); written as word and enciphered word ('ab:qx' for 2-letter words),
+it needs a head matching a letter against the one three places before an earlier letter, which these models never
+formed (every model stayed at chance). A cipher query gives the input letters one at a time and scores the
+substitutes.
 
 The tag is the K = 0 prompt's whole description of the task (GPT-3's zero-shot prompts carry a natural-language one):
 with it, K = 0 knows the output's format, so what K adds is the per-sequence mapping. A task's episode is a list of
@@ -39,9 +46,20 @@ class Task:
   separator: str
   draw: Callable[[np.random.Generator], Callable[[np.random.Generator], tuple[str, str]]]
   chance: float  # accuracy of a uniform guess over the output space
+  interleaved: bool = False  # each input character followed by its output character, no separator
 
   def demo(self, x: str, y: str) -> str:
+    if self.interleaved:
+      return ''.join(a + b for a, b in zip(x, y)) + ' '
     return f'{x}{self.separator}{y} '
+
+  def query(self, x: str, y: str) -> tuple[str, str, tuple[bool, ...]]:
+    """The query's text after the demonstrations: (prompt end, continuation, which continuation bytes are scored,
+    the output's): the input and separator then the output, or for an interleaved task the first input character
+    then the rest of demo(x, y) without its space, every input character given and every output one scored."""
+    if self.interleaved:
+      return x[0], self.demo(x, y)[1:-1], tuple(i % 2 == 0 for i in range(2 * len(x) - 1))
+    return x + self.separator, y, (True,) * len(y)
 
 
 def _recall(rng):
@@ -58,7 +76,7 @@ def _cipher(rng):
   target = rng.choice(list(LETTERS), 6, replace=False)
   table = dict(zip(source, target))
   def example(rng):
-    word = ''.join(rng.choice(source, 2))
+    word = ''.join(rng.choice(source, 3))
     return word, ''.join(table[c] for c in word)
   return example
 
@@ -71,7 +89,8 @@ def _add(rng):
   return example
 
 
-TASKS = {t.name: t for t in (Task('recall', 'R ', '', _recall, 1 / 10), Task('cipher', 'C ', ':', _cipher, 1 / 26**2),
+TASKS = {t.name: t for t in (Task('recall', 'R ', '', _recall, 1 / 10),
+                             Task('cipher', 'C ', '', _cipher, 1 / 26**3, interleaved=True),
                              Task('add', 'A ', '=', _add, 1 / 10))}
 
 

@@ -2,9 +2,9 @@
 induction rows alone (a warm-up that forms induction heads in a few hundred steps), then on the stdlib corpus mixed
 with induction rows and per-sequence task episodes (icl_data), logging the induction probe's held-out losses; then
 score each model K-shot on every task with 3 demonstration seeds and the shuffled-output control (icl_eval); writes
-the CSV and the figure (icl_plot). Each model is a run of the shared training loop in <models_dir>/<model>
-(checkpoints, metrics.jsonl; usable by gpt_jax's sampler and eval commands): rerunning resumes the runs, and a
-larger --steps continues them.
+the CSV and the figure (icl_plot) and prints the criteria (icl_summary). Each model is a run of the shared
+training loop in <models_dir>/<model> (checkpoints, metrics.jsonl; usable by gpt_jax's sampler and eval commands):
+rerunning resumes the runs, and a larger --steps continues them.
 
     nice -n 19 python -m experiments.few_shot.icl_run --output=experiments/few_shot/results/icl.csv \
         --plot=experiments/few_shot/plots/icl_accuracy_vs_k.png --models_dir=/tmp/icl_models
@@ -31,6 +31,7 @@ from gpt_jax.data import sources
 from experiments.few_shot import icl_data
 from experiments.few_shot import icl_eval
 from experiments.few_shot import icl_plot
+from experiments.few_shot import icl_summary
 from experiments.few_shot import icl_train
 
 flags.DEFINE_string('output', None, 'the CSV to write (e.g. experiments/few_shot/results/icl.csv).')
@@ -39,7 +40,7 @@ flags.DEFINE_list('models', ['l1-d64', 'l2-d32', 'l2-d48', 'l2-d64', 'l3-d64'], 
 flags.DEFINE_enum('positions', 'rope', ['learned', 'rope'], 'position encoding of every model.')
 flags.DEFINE_integer('steps', 2000, 'training steps per model (a resumed run continues up to this many).')
 flags.DEFINE_integer('batch', 32, 'rows per step.')
-flags.DEFINE_integer('context', 128, 'context in bytes (K = 16 of the longest format needs 101).')
+flags.DEFINE_integer('context', 128, 'context in bytes (K = 16 of the longest format, the cipher, needs 120).')
 flags.DEFINE_float('lr', 3e-3, 'peak learning rate.')
 flags.DEFINE_float('corpus_fraction', 0.25, 'fraction of training rows that are stdlib windows (after the warm-up).')
 flags.DEFINE_float('induction_fraction', 0.25, 'fraction of training rows that are induction rows (after the warm-up).')
@@ -121,8 +122,11 @@ def main(argv):
   for name in ('steps', 'batch', 'n'):
     if FLAGS[name].value < 2:
       raise ConfigError(f'--{name}={FLAGS[name].value} must be at least 2.')
-  if FLAGS.context < 101 and max(ks) >= 16:
-    raise ConfigError(f'--context={FLAGS.context} cannot hold K=16 cipher prompts (101 bytes): use --context=128.')
+  needed = max(len((p + a).encode()) for task in icl_data.TASKS.values()
+               for p, a, _, _ in icl_eval.episodes(task, max(ks), seed=0, n=1, shuffled=False))
+  if FLAGS.context < needed:
+    raise ConfigError(f'--context={FLAGS.context} cannot hold K={max(ks)} prompts ({needed} bytes): use '
+                      f'--context={max(needed, 128)} or a smaller --k.')
   for name in ('corpus_fraction', 'induction_fraction'):
     if not 0.0 <= FLAGS[name].value < 1.0:
       raise ConfigError(f'--{name}={FLAGS[name].value} must be in [0, 1).')
@@ -146,7 +150,9 @@ def main(argv):
       writer.writeheader()
       writer.writerows(rows)
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.plot)), exist_ok=True)
-  print(icl_plot.draw(icl_plot.read_rows(FLAGS.output), FLAGS.plot))
+  results = icl_plot.read_rows(FLAGS.output)
+  print(icl_plot.draw(results, FLAGS.plot))
+  print(icl_summary.report(results))
 
 
 if __name__ == '__main__':
