@@ -347,6 +347,9 @@ def _validate_rlhf(config) -> None:
           f'{config.model.context} (0: model.context).')
   _number(config, 'rlhf.sft.pretrain_mix', low=0.0, high=1.0, high_open=True, hint=' (0: off)')
   _number(config, 'rlhf.sft.pretrain_weight', low=0.0, low_open=True)
+  if r.sft.pretrain_weight != 1.0 and not r.sft.pretrain_mix:
+    _fail(f'rlhf.sft.pretrain_weight={r.sft.pretrain_weight} weighs the pretraining rows that rlhf.sft.pretrain_mix '
+          f'puts in SFT batches, and it is 0: set rlhf.sft.pretrain_mix too, for example to 0.25.')
   _number(config, 'rlhf.response_tokens', low=1, integer=True)
   _number(config, 'rlhf.temperature', low=0.0, low_open=True)
   for path in ('rlhf.skip_bad_lines', 'rlhf.sft.pack', 'rlhf.dpo.precompute_ref', 'rlhf.ppo.whiten_rewards'):

@@ -149,6 +149,7 @@ def test_unknown_size_lists_valid_ones():
     ('checkpoint.every_steps', 0, 'checkpoint.every_steps=0 must be at least 1'),
     ('checkpoint.keep_every', -1, 'checkpoint.keep_every=-1 must be at least 0'),
     ('rlhf.sft.pretrain_weight', 0.0, 'rlhf.sft.pretrain_weight=0.0 must be greater than 0.0'),
+    ('rlhf.sft.pretrain_weight', 0.1, 'rlhf.sft.pretrain_weight=0.1 weighs the pretraining rows that'),
 ])
 def test_every_field_has_a_rule_and_a_one_sentence_error(key, value, message):
   with pytest.raises(gcfg.ConfigError) as error:

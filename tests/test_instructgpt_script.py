@@ -27,19 +27,21 @@ def test_the_pipeline_writes_only_under_its_runs_directory(tmp_path):
   assert _snapshot(RESULTS) == before
   commands = log.read_text().splitlines()
   # 6 stages up to the baselines, 5 PPO runs each tracked, DPO, the comparison, the summary and the plots; then the
-  # stronger reward model, its baselines, 6 PPO runs each tracked, its summary and plots
-  assert len(commands) == 36
+  # stronger reward model, its baselines, 8 PPO runs each tracked, its summary and plots; then the SFT that keeps
+  # pretraining, its comparisons, reward model and baselines, 4 PPO runs each tracked, its summary and plots
+  assert len(commands) == 54
   outputs = [arg.split('=', 1)[1] for line in commands for arg in line.split()
              if arg.startswith(('--workdir=', '--out=', '--output_dir=', '--results='))]
   assert outputs and all(path.startswith(str(runs)) for path in outputs)
   assert sorted(os.listdir(runs / 'results')) == ['wall_times.txt']
   assert len((runs / 'results' / 'wall_times.txt').read_text().splitlines()) == 17
-  assert len((runs / 'results_rm3' / 'wall_times.txt').read_text().splitlines()) == 14
+  assert len((runs / 'results_rm3' / 'wall_times.txt').read_text().splitlines()) == 18
+  assert len((runs / 'results_keep' / 'wall_times.txt').read_text().splitlines()) == 12
   # A rerun skips the finished stages and recomputes only the comparison, the summaries and the plots.
   again = subprocess.run(['bash', SCRIPT, str(runs)], env=dict(os.environ, PY=str(recorder)), capture_output=True,
                          text=True, timeout=60)
   assert again.returncode == 0, again.stderr
-  assert len(log.read_text().splitlines()) == 41
+  assert len(log.read_text().splitlines()) == 61
 
 
 def test_publish_refuses_a_runs_directory_without_results(tmp_path):
