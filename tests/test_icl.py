@@ -116,6 +116,16 @@ def test_criteria_read_the_mean_over_tasks_per_model():
   assert not icl_summary.criteria(icl_summary.models_table(shrinking))['gains_grow_with_size']['met']
 
 
+def test_a_csv_that_is_not_the_experiments_is_refused_in_one_sentence(tmp_path):
+  from experiments.few_shot import icl_plot
+  from gpt_jax.config import ConfigError
+  for name, text, message in (('empty.csv', 'model,k\n', 'has no rows'), ('other.csv', 'a,b\n1,2\n', 'no column'),
+                              ('text.csv', ','.join(icl_plot.COLUMNS) + '\n' + 'x,' * 8 + 'x\n', 'not a number')):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=message):
+      icl_plot.read_rows(str(tmp_path / name))
+
+
 def test_bad_model_spec_is_refused_in_one_sentence_before_any_work(tmp_path):
   import os
   import subprocess

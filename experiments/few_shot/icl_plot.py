@@ -27,17 +27,27 @@ FLAGS = flags.FLAGS
 MEAN = 'mean over tasks'
 
 
+COLUMNS = {'k': int, 'n_layers': int, 'params_non_embedding': int, 'accuracy': float, 'ceiling': float,
+           'chance': float, 'model': str, 'task': str, 'control': str}
+
+
 def read_rows(path: str) -> list[dict]:
+  """The CSV's rows with their numbers parsed; a file that is not icl_run's CSV is refused in one sentence."""
   if not os.path.isfile(path):
     raise ConfigError(f'--csv={path} is not a file: run python -m experiments.few_shot.icl_run first.')
-  with open(path, encoding='utf-8') as f:
+  with open(path, encoding='utf-8', errors='replace') as f:
     rows = list(csv.DictReader(f))
-  for r in rows:
-    for key in ('k', 'n_layers', 'params_non_embedding'):
-      r[key] = int(r[key])
-    for key in ('accuracy', 'ceiling', 'chance'):
-      r[key] = float(r[key])
-  return rows
+  if not rows:
+    raise ConfigError(f'--csv={path} has no rows: run python -m experiments.few_shot.icl_run to fill it.')
+  missing = sorted(set(COLUMNS) - set(rows[0]))
+  if missing:
+    raise ConfigError(f'--csv={path} is not a CSV written by python -m experiments.few_shot.icl_run (no column '
+                      f'{", ".join(missing)}).')
+  try:
+    return [dict(r, **{key: kind(r[key]) for key, kind in COLUMNS.items()}) for r in rows]
+  except (TypeError, ValueError):
+    raise ConfigError(f'--csv={path} has a value that is not a number in one of the columns '
+                      f'{", ".join(k for k, kind in COLUMNS.items() if kind is not str)}.') from None
 
 
 def _series(rows, task, model, control, key='accuracy'):

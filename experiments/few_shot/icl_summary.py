@@ -38,19 +38,24 @@ def models_table(rows) -> list[dict]:
 
 
 def criteria(table: list[dict]) -> dict:
+  """The criteria the models in the table can be judged on (those on 2+ layer models need one; the control's a
+  1-layer model; the growth with size three 2+ layer models)."""
   deep = [m for m in table if m['n_layers'] > 1]
   controls = [m for m in table if m['n_layers'] == 1]
-  largest = max(deep, key=lambda m: m['params_non_embedding'])
-  rho = float(stats.spearmanr([m['params_non_embedding'] for m in deep], [m['gain'] for m in deep])[0])
-  return {
-      'largest_gains_at_least_0.25': dict(model=largest['model'], gain=largest['gain'], met=largest['gain'] >= 0.25),
-      'largest_at_least_0.15_above_shuffled': dict(model=largest['model'], margin=largest['above_shuffled'],
-                                                   met=largest['above_shuffled'] >= 0.15),
-      'gains_grow_with_size': dict(gains=[round(m['gain'], 3) for m in deep], spearman=rho,
-                                   met=len(deep) >= 3 and rho >= 0.8),
-      'one_layer_control_gains_at_most_0.05': dict(gains=[round(m['gain'], 3) for m in controls],
-                                                   met=bool(controls) and max(m['gain'] for m in controls) <= 0.05),
-  }
+  out = {}
+  if deep:
+    largest = max(deep, key=lambda m: m['params_non_embedding'])
+    out['largest_gains_at_least_0.25'] = dict(model=largest['model'], gain=largest['gain'],
+                                              met=largest['gain'] >= 0.25)
+    out['largest_at_least_0.15_above_shuffled'] = dict(model=largest['model'], margin=largest['above_shuffled'],
+                                                       met=largest['above_shuffled'] >= 0.15)
+  if len(deep) >= 3:
+    rho = float(stats.spearmanr([m['params_non_embedding'] for m in deep], [m['gain'] for m in deep])[0])
+    out['gains_grow_with_size'] = dict(gains=[round(m['gain'], 4) for m in deep], spearman=rho, met=rho >= 0.8)
+  if controls:
+    out['one_layer_control_gains_at_most_0.05'] = dict(gains=[round(m['gain'], 4) for m in controls],
+                                                       met=max(m['gain'] for m in controls) <= 0.05)
+  return out
 
 
 def report(rows) -> str:
