@@ -11,7 +11,9 @@ RESULTS = os.path.join(REPO, 'experiments', 'instructgpt', 'results')
 
 
 def _snapshot(directory) -> dict:
-  return {name: os.path.getmtime(os.path.join(directory, name)) for name in sorted(os.listdir(directory))}
+  """Every file below directory (the result blocks' subdirectories included) and its modification time."""
+  return {os.path.join(root, name): os.path.getmtime(os.path.join(root, name))
+          for root, _, names in os.walk(directory) for name in names}
 
 
 def test_the_pipeline_writes_only_under_its_runs_directory(tmp_path):
@@ -37,6 +39,13 @@ def test_the_pipeline_writes_only_under_its_runs_directory(tmp_path):
   assert len((runs / 'results' / 'wall_times.txt').read_text().splitlines()) == 17
   assert len((runs / 'results_rm3' / 'wall_times.txt').read_text().splitlines()) == 18
   assert len((runs / 'results_keep' / 'wall_times.txt').read_text().splitlines()) == 12
+  # Each block's PPO runs start from its own SFT against its own reward model; the plots name every PPO-ptx run.
+  sources = {'ppo_b0.01': ('sft', 'rm'), 'ppo_rm3_ptx0.03': ('sft', 'rm3'), 'ppo_keep_ptx0.1': ('sft_keep', 'rm_keep')}
+  for run, (sft, rm) in sources.items():
+    line = next(line for line in commands if f'--workdir={runs}/{run} ' in line)
+    assert f'policy_from={runs}/{sft} ' in line and f'reward_from={runs}/{rm} ' in line
+  plots = [line for line in commands if 'experiments.instructgpt.plots' in line]
+  assert len(plots) == 3 and f',ptx0.1={runs}/ppo_keep_ptx0.1,' in plots[-1]
   # A rerun skips the finished stages and recomputes only the comparison, the summaries and the plots.
   again = subprocess.run(['bash', SCRIPT, str(runs)], env=dict(os.environ, PY=str(recorder)), capture_output=True,
                          text=True, timeout=60)

@@ -2,7 +2,8 @@
 K-shot task families, each with parameters drawn per sequence, mixed with windows of the stdlib corpus.
 
 Formats are compact so that K = 16 demonstrations fit a 128-byte context (a task row and a prompt open with the
-task's tag, then demonstrations: an input, a separator, an output and a space):
+task's tag, then demonstrations: an input, a separator, an output and a space, or for the cipher its input and
+output characters alternating, then a space):
 
   recall  'R c7 '      a letter key -> a digit; the map is drawn per sequence over 8 of the 26 letters
   cipher  'C aqbxcz '  3-letter words over 6 letters, each letter substituted by a per-sequence map into a-z and
@@ -12,7 +13,7 @@ task's tag, then demonstrations: an input, a separator, an output and a space):
 The cipher interleaves each input letter with its substitute, so that reading it is induction (a letter's
 substitute is what followed the letter before); written as word and enciphered word ('ab:qx' for 2-letter words),
 it needs a head matching a letter against the one three places before an earlier letter, which these models never
-formed (every model stayed at chance). A cipher query gives the input letters one at a time and scores the
+formed (every model stayed at its shuffled control's level). A cipher query gives the input letters one at a time and scores the
 substitutes.
 
 The tag is the K = 0 prompt's whole description of the task (GPT-3's zero-shot prompts carry a natural-language one):
@@ -54,9 +55,9 @@ class Task:
     return f'{x}{self.separator}{y} '
 
   def query(self, x: str, y: str) -> tuple[str, str, tuple[bool, ...]]:
-    """The query's text after the demonstrations: (prompt end, continuation, which continuation bytes are scored,
-    the output's): the input and separator then the output, or for an interleaved task the first input character
-    then the rest of demo(x, y) without its space, every input character given and every output one scored."""
+    """The query's text after the demonstrations as (end of the prompt, continuation, which continuation bytes are
+    scored): the input and separator, then the output, all scored; for an interleaved task the first input
+    character, then the rest of demo(x, y) without its space, its input characters given and its outputs scored."""
     if self.interleaved:
       return x[0], self.demo(x, y)[1:-1], tuple(i % 2 == 0 for i in range(2 * len(x) - 1))
     return x + self.separator, y, (True,) * len(y)

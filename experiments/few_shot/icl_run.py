@@ -119,6 +119,8 @@ def main(argv):
   for spec in FLAGS.models:
     parse_model(spec)
   ks, seeds = _integers('k', 0), _integers('seeds', 0)
+  if not {0, 8} <= set(ks):
+    raise ConfigError(f'--k={",".join(FLAGS.k)} must include 0 and 8: the criteria compare K = 8 with K = 0.')
   for name in ('steps', 'batch', 'n'):
     if FLAGS[name].value < 2:
       raise ConfigError(f'--{name}={FLAGS[name].value} must be at least 2.')

@@ -14,6 +14,7 @@ from absl import flags
 from scipy import stats
 
 from gpt_jax import cli
+from gpt_jax.config import ConfigError
 from experiments.few_shot import icl_plot
 
 FLAGS = flags.FLAGS
@@ -27,6 +28,9 @@ def mean_over_tasks(rows, model: str, k: int, control: str) -> float:
 def models_table(rows) -> list[dict]:
   """One entry per model, smallest first, controls first: its size, mean accuracy at each K, gain and margin."""
   ks = sorted({r['k'] for r in rows})
+  if not {0, 8} <= set(ks):
+    raise ConfigError(f'the CSV has K = {", ".join(map(str, ks))}: the criteria need K = 0 and K = 8 (icl_run\'s '
+                      f'--k must include them).')
   models = sorted({(r['n_layers'] > 1, r['params_non_embedding'], r['model'], r['n_layers']) for r in rows})
   out = []
   for _, params, model, layers in models:

@@ -20,20 +20,20 @@ PUBLISHED=(summary.json overoptimisation.png ppo.png baselines.json wall_times.t
 BLOCKS=(results:results results_rm3:results/rm3 results_keep:results/keep)  # <runs>/FROM:experiments/instructgpt/TO
 if [[ ${1:-} == publish ]]; then
   R=${2:-runs/instructgpt}
-  for block in "${BLOCKS[@]}"; do
-    for name in "${PUBLISHED[@]}"; do
-      [[ -f $R/${block%%:*}/$name ]] || {
-        echo "error: $R/${block%%:*}/$name does not exist: run experiments/instructgpt/run.sh $R first." >&2; exit 2; }
-    done
+  required=("$R/results/compare.json")
+  for block in "${BLOCKS[@]}"; do required+=("${PUBLISHED[@]/#/$R/${block%%:*}/}"); done
+  for path in "${required[@]}"; do
+    [[ -f $path ]] || { echo "error: $path does not exist: run experiments/instructgpt/run.sh $R first." >&2; exit 2; }
   done
   for block in "${BLOCKS[@]}"; do
     from=$R/${block%%:*} to=experiments/instructgpt/${block#*:}
     mkdir -p "$to"
+    rm -f "$to"/track_*.json  # the committed tracks become exactly this runs directory's
     for name in "${PUBLISHED[@]}"; do cp "$from/$name" "$to/"; done
     cp "$from"/track_*.json "$to/"
-    [[ ! -f $from/compare.json ]] || cp "$from/compare.json" "$to/"
     echo "copied the tables and plots from $from to $to"
   done
+  cp "$R/results/compare.json" experiments/instructgpt/results/
   exit 0
 fi
 R=${1:-runs/instructgpt}

@@ -6,7 +6,7 @@ The model shape and tokenizer come from rlhf.init_from (a pretraining run or a p
 head start the run. rlhf.data: 'toy', or prompt/completion, Alpaca or chat JSONL; rlhf.sft.pack packs several
 examples per row; rlhf.sft.pretrain_mix makes that share of every batch's rows pretraining rows of data.source
 (the LM loss on every token, each weighted rlhf.sft.pretrain_weight against a response token's 1: a 48-token
-pretraining row has about ten times the targets of a short answer, so at weight 1 it dominates the mean), so SFT
+pretraining row has about twelve times the targets of a short answer, so at weight 1 it dominates the mean), so SFT
 keeps what pretraining taught (rlhf.epochs still counts passes over the SFT examples). Rerunning the command resumes
 exactly.
 """
