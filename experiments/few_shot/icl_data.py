@@ -13,8 +13,8 @@ output characters alternating, then a space):
 The cipher interleaves each input letter with its substitute, so that reading it is induction (a letter's
 substitute is what followed the letter before); written as word and enciphered word ('ab:qx' for 2-letter words),
 it needs a head matching a letter against the one three places before an earlier letter, which these models never
-formed (every model stayed at its shuffled control's level). A cipher query gives the input letters one at a time and scores the
-substitutes.
+formed (every model stayed at its shuffled control's level). A cipher query gives the input letters one at a
+time and scores the substitutes.
 
 The tag is the K = 0 prompt's whole description of the task (GPT-3's zero-shot prompts carry a natural-language one):
 with it, K = 0 knows the output's format, so what K adds is the per-sequence mapping. A task's episode is a list of

@@ -125,7 +125,8 @@ for coef in 0.1 0.03 0.01; do  # the coefficient sweep: how little pretraining t
     --config.rlhf.ppo.ptx_coef=$coef
 done
 for seed in "${SEEDS[@]}"; do
-  ppo ppo_rm3_b${CHOSEN}_s$seed $SHORT --config.rlhf.ppo.kl_coef=$CHOSEN --config.train.seed=$seed --config.data.seed=$seed
+  ppo ppo_rm3_b${CHOSEN}_s$seed $SHORT --config.rlhf.ppo.kl_coef=$CHOSEN --config.train.seed=$seed \
+    --config.data.seed=$seed
 done
 $PY -m experiments.instructgpt.summary --results=$OUT --chosen=ppo_rm3_b$CHOSEN --overwrite \
   --ptx=ppo_rm3_ptx,ppo_rm3_ptx0.1,ppo_rm3_ptx0.03,ppo_rm3_ptx0.01
