@@ -16,6 +16,7 @@ from gpt_jax import flops
 from gpt_jax.config import ConfigError
 from gpt_jax.sweep import Shape, Sweep, expand
 from gpt_jax.sweep.recipe import LRRule, Recipe, WidthRule, best_rate
+from tests.xla_env import env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -107,7 +108,7 @@ def test_lrscan_runs_the_grid_fits_the_rule_and_the_sweep_then_uses_it(tmp_path)
   sweep_path = tmp_path / 'sweep.py'
   sweep_path.write_text(SCAN_SWEEP.format(root=str(tmp_path / 'runs'), rule=str(rule_path)))
   command = [sys.executable, '-m', 'gpt_jax.sweep.lrscan', f'--sweep={sweep_path}', '--parallel=2']
-  done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+  done = subprocess.run(command, cwd=REPO, env=env(8), capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stdout + done.stderr
   record = json.loads(rule_path.read_text())
   assert sorted(os.listdir(tmp_path / 'runs' / 'lrscan')) == sorted(record['runs']) and len(record['runs']) == 4
