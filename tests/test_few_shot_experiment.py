@@ -14,6 +14,7 @@ import pytest
 from gpt_jax import checkpoint as ckpt
 from gpt_jax import model as gm
 from tests.helpers import tiny_config
+from tests.xla_env import env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,7 +37,7 @@ def results(tmp_path_factory):
     writer.writerow(row)
   result = subprocess.run([sys.executable, '-m', 'experiments.few_shot.run', f'--table={root / "runs.csv"}',
                            f'--runs_root={root / "runs"}', f'--output={root / "out" / "results.json"}', '--n=3',
-                           '--seeds=1'], capture_output=True, text=True, timeout=300, cwd=REPO)
+                           '--seeds=1'], env=env(8), capture_output=True, text=True, timeout=300, cwd=REPO)
   assert result.returncode == 0, result.stderr[-3000:]
   return root / 'out' / 'results.json', result.stdout
 
@@ -84,8 +85,8 @@ def test_runs_list_evaluates_an_imported_gpt2_and_an_export_and_refuses_a_direct
   runs = [str(tmp_path / 'gpt2'), str(tmp_path / 'small')]
   output = tmp_path / 'out' / 'results.json'
   command = [sys.executable, '-m', 'experiments.few_shot.run', f'--output={output}', '--n=2', '--seeds=1']
-  result = subprocess.run(command + [f'--runs={",".join(runs)}'], capture_output=True, text=True, timeout=600,
-                          cwd=REPO)
+  result = subprocess.run(command + [f'--runs={",".join(runs)}'], env=env(8), capture_output=True, text=True,
+                          timeout=600, cwd=REPO)
   assert result.returncode == 0, result.stderr[-3000:]
   written = json.loads(output.read_text())
   assert written['models'] == ['small', 'gpt2']  # smallest first
