@@ -16,6 +16,7 @@ from gpt_jax.data import tokenizer as tok_lib
 from gpt_jax.eval import fewshot, metrics, tasks
 from gpt_jax.eval.tasks import Task, TaskSpec
 from tests.helpers import tiny_lm
+from tests.xla_env import env
 
 CONTEXT = 64
 TOK = tok_lib.ByteTokenizer()
@@ -256,7 +257,7 @@ def test_command_line_writes_tasks_reports_and_a_summary(tmp_path):
       [sys.executable, '-m', 'gpt_jax.eval', '--config=configs/tiny.py:nano', '--init=random',
        f'--make_gpt3_tasks={task_dir}', f'--words_from={corpus}', '--limit=4', '--num_fewshot=0,1',
        f'--tasks={task_dir}/arithmetic_2da,{task_dir}/reversed_words', f'--output_dir={out}'],
-      cwd=REPO, capture_output=True, text=True, timeout=300)
+      cwd=REPO, env=env(8), capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   assert len(os.listdir(task_dir)) == 15
   assert sorted(os.listdir(out)) == ['arithmetic_2da.0shot.json', 'arithmetic_2da.1shot.json',
