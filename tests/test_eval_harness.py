@@ -16,6 +16,7 @@ from gpt_jax import hf
 from gpt_jax.eval import fewshot
 from gpt_jax.eval.harness import GptJaxLM
 from tests.helpers import TEXT, tiny_gpt2
+from tests.xla_env import env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOGLIKELIHOOD = [('The quick brown', ' fox'), ('def main(argv):', '\n    return 0'), ('', 'naïve café'),
@@ -90,7 +91,7 @@ def test_lm_eval_cli_runs_a_local_task_with_the_gpt_jax_model(models, tmp_path):
       [sys.executable, '-m', 'gpt_jax.eval.harness', '--model_args', f'workdir={run}', '--tasks', 'tiny_lambada',
        '--include_path', str(tmp_path), '--output_path', str(tmp_path / 'out')],
       capture_output=True, text=True, timeout=600, cwd=REPO,
-      env=dict(os.environ, HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1', HF_DATASETS_CACHE=str(tmp_path / 'cache')))
+      env=env(8, HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1', HF_DATASETS_CACHE=str(tmp_path / 'cache')))
   assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
   assert 'tiny_lambada' in result.stdout and 'acc' in result.stdout
   refused = subprocess.run([sys.executable, '-m', 'gpt_jax.eval.harness', '--model', 'hf'], capture_output=True,
