@@ -120,7 +120,9 @@ def test_step_0_identities_rollout_logprobs_and_8_devices_equal_one(runs):
   """One update on one device: ratio 1 and approx_kl 0 on epoch 0, minibatch 0; KL 0 against itself; the
   rollout's log-probs equal a full forward pass at the same temperature. Then on 8 devices (fsdp, data): the same
   params after the update."""
-  single, metrics, ro, frozen, config = _one_update(_config(runs), 'single')
+  # The schedule of test_sigterm's 3 updates, so the fsdp programs below are its programs too (the session's cache).
+  overrides = {'train.total_tokens': 3 * 16 * 48}
+  single, metrics, ro, frozen, config = _one_update(_config(runs, **overrides), 'single')
   assert metrics['first_minibatch/ratio'] == pytest.approx(1.0, abs=1e-6)
   assert metrics['first_minibatch/approx_kl'] == pytest.approx(0.0, abs=1e-9)
   assert metrics['kl'] == pytest.approx(0.0, abs=1e-5)  # the policy is its reference before the update
@@ -131,7 +133,7 @@ def test_step_0_identities_rollout_logprobs_and_8_devices_equal_one(runs):
   prompt = ByteTokenizer().decode(ro.sequences[0, :ro.lengths[0]].tolist())
   assert prompt.startswith('Q: ') and prompt.endswith('\nA:')
   for mesh in ({'fsdp': 8, 'data': 1}, {'data': 8, 'fsdp': 1}):
-    sharded, sharded_metrics, *_ = _one_update(_config(runs), mesh)
+    sharded, sharded_metrics, *_ = _one_update(_config(runs, **overrides), mesh)
     # Adam normalises gradients, so entries whose gradient is ~0 differ at float32 noise (~1e-6) after 4 steps.
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-5), sharded, single)
     assert sharded_metrics['score'] == pytest.approx(metrics['score'], rel=1e-5)
