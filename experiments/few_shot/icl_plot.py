@@ -50,7 +50,7 @@ def read_rows(path: str) -> list[dict]:
                       f'{", ".join(k for k, kind in COLUMNS.items() if kind is not str)}.') from None
 
 
-def _series(rows, task, model, control, key='accuracy'):
+def series(rows, task, model, control, key='accuracy'):
   """[(k, value)] for one line; for the mean panel, the mean over tasks at each K."""
   picked = [r for r in rows if r['model'] == model and r['control'] == control and task in (MEAN, r['task'])]
   ks = sorted({r['k'] for r in picked})
@@ -67,13 +67,13 @@ def draw(rows, path: str) -> str:
   for ax, task in zip(axes[0], tasks):
     for color, (_, n, model) in zip(colors, models):
       for control, style in (('none', '-'), ('shuffled', '--')):
-        k, acc = _series(rows, task, model, control)
+        k, acc = series(rows, task, model, control)
         label = f'{model} ({n / 1e3:.0f}k)' if control == 'none' else None
         ax.plot([x_of[v] for v in k], acc, style, color=color, marker='o' if control == 'none' else None,
                 markersize=3, label=label)
-    k, ceiling = _series(rows, task, models[0][2], 'none', 'ceiling')
+    k, ceiling = series(rows, task, models[0][2], 'none', 'ceiling')
     ax.plot([x_of[v] for v in k], ceiling, ':', color='black', label='ceiling (key among demos)')
-    _, chance = _series(rows, task, models[0][2], 'none', 'chance')
+    _, chance = series(rows, task, models[0][2], 'none', 'chance')
     ax.axhline(chance[0], color='grey', linewidth=0.8, label='chance')
     ax.set_xticks(range(len(ks)), [str(k) for k in ks])
     ax.set_ylim(-0.02, 1.02)

@@ -9,7 +9,6 @@ layer models (Spearman rank correlation of gain with non-embedding parameters, a
 
 from __future__ import annotations
 
-import numpy as np
 from absl import flags
 from scipy import stats
 
@@ -18,11 +17,6 @@ from gpt_jax.config import ConfigError
 from experiments.few_shot import icl_plot
 
 FLAGS = flags.FLAGS
-
-
-def mean_over_tasks(rows, model: str, k: int, control: str) -> float:
-  return float(np.mean([r['accuracy'] for r in rows if r['model'] == model and r['k'] == k
-                        and r['control'] == control]))
 
 
 def models_table(rows) -> list[dict]:
@@ -34,8 +28,8 @@ def models_table(rows) -> list[dict]:
   models = sorted({(r['n_layers'] > 1, r['params_non_embedding'], r['model'], r['n_layers']) for r in rows})
   out = []
   for _, params, model, layers in models:
-    accuracy = {k: mean_over_tasks(rows, model, k, 'none') for k in ks}
-    shuffled = mean_over_tasks(rows, model, 8, 'shuffled')
+    accuracy = dict(zip(*icl_plot.series(rows, icl_plot.MEAN, model, 'none')))
+    shuffled = dict(zip(*icl_plot.series(rows, icl_plot.MEAN, model, 'shuffled')))[8]
     out.append(dict(model=model, n_layers=layers, params_non_embedding=params, accuracy=accuracy,
                     shuffled_k8=shuffled, gain=accuracy[8] - accuracy[0], above_shuffled=accuracy[8] - shuffled))
   return out
@@ -55,9 +49,9 @@ def criteria(table: list[dict]) -> dict:
                                                        met=largest['above_shuffled'] >= 0.15)
   if len(deep) >= 3:
     rho = float(stats.spearmanr([m['params_non_embedding'] for m in deep], [m['gain'] for m in deep])[0])
-    out['gains_grow_with_size'] = dict(gains=[round(m['gain'], 4) for m in deep], spearman=rho, met=rho >= 0.8)
+    out['gains_grow_with_size'] = dict(gains=[round(float(m['gain']), 4) for m in deep], spearman=rho, met=rho >= 0.8)
   if controls:
-    out['one_layer_control_gains_at_most_0.05'] = dict(gains=[round(m['gain'], 4) for m in controls],
+    out['one_layer_control_gains_at_most_0.05'] = dict(gains=[round(float(m['gain']), 4) for m in controls],
                                                        met=max(m['gain'] for m in controls) <= 0.05)
   return out
 
