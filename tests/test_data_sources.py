@@ -1,8 +1,12 @@
 """Sources: the stdlib corpus and its fixed split, local text / JSONL files, reuse and rebuild, the tfds catalog
 path, mixtures, and bad input (bad bytes, empty files, bad JSONL, empty globs) handled or refused in one sentence."""
 
+import fcntl
 import json
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -95,7 +99,32 @@ def test_prepared_copy_is_reused_until_an_input_changes(tmp_path):
   changed.prepare()
   assert changed.cache_key != first.cache_key
   assert 'document 2, edited\n' in _all_texts(changed)
-  assert os.listdir(tmp_path / 'data' / 'gpt_jax_text') == [changed.cache_key]  # the stale copy is gone
+  assert [n for n in os.listdir(tmp_path / 'data' / 'gpt_jax_text') if n[0] != '.'] == [changed.cache_key]  # the stale copy is gone
+
+
+def test_concurrent_builders_wait_for_the_first(tmp_path):
+  """Processes started together on a fresh data_dir (a sweep's parallel runs) build the source once, in turn: while
+  another process holds the build lock none of them writes, and all of them end with the same prepared copy."""
+  corpus = tmp_path / 'corpus'
+  for i in range(40):
+    _write(corpus / f'{i}.txt', f'document {i}\n' * 50)
+  spec, data_dir = f'files:{corpus}/*.txt', str(tmp_path / 'data')
+  source = sources.open_source(spec, data_dir)
+  lock_dir = tmp_path / 'data' / 'gpt_jax_text'
+  os.makedirs(lock_dir)
+  script = ('import sys; from gpt_jax.data import sources; '
+            's = sources.open_source(sys.argv[1], sys.argv[2]); s.prepare(); print(len(s.texts("train")))')
+  with open(lock_dir / f'.{source.slug}.lock', 'a', encoding='utf-8') as held:
+    fcntl.flock(held, fcntl.LOCK_EX)
+    builders = [subprocess.Popen([sys.executable, '-c', script, spec, data_dir], stdout=subprocess.PIPE, text=True)
+                for _ in range(2)]
+    time.sleep(8)  # ample time to import and reach the lock
+    assert [b.poll() for b in builders] == [None, None]
+    assert os.listdir(lock_dir) == [f'.{source.slug}.lock']  # nothing written while the lock is held
+  outputs = [b.communicate(timeout=120)[0] for b in builders]
+  assert [b.returncode for b in builders] == [0, 0]
+  assert [out.splitlines()[-1] for out in outputs] == [str(len(source.texts('train')))] * 2
+  assert sum('preparing' in out for out in outputs) == 1  # built once; the second found it built
 
 
 def test_bad_sources_are_refused_in_one_sentence(tmp_path):

@@ -15,7 +15,9 @@ logged. Every source has a 'train' and a 'validation' split; local documents are
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import fcntl
 import glob
 import hashlib
 import json
@@ -25,7 +27,7 @@ import logging as py_logging
 import re
 import shutil
 import sysconfig
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import tensorflow_datasets as tfds
 from absl import logging
@@ -285,6 +287,15 @@ class LocalSource:
     del download  # local files need none
     builder = self._make_builder()
     if not builder.is_prepared():
+      with _build_lock(os.path.join(self._data_dir, 'gpt_jax_text'), self.slug):
+        builder = self._build()
+    self._builder = builder
+    return {part: dict(builder.info.metadata.get(part, {})) for part in (*SPLITS, 'skipped')}
+
+  def _build(self) -> GptJaxText:
+    """Builds the copy under the build lock, unless a process that held the lock before us has built it."""
+    builder = self._make_builder()
+    if not builder.is_prepared():
       tfds.disable_progress_bar()
       logging.info('preparing data.source=%r (%d files) under %s', self.spec, len(self._config.files),
                    self._data_dir)
@@ -300,8 +311,7 @@ class LocalSource:
           shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
       builder = self._make_builder()
       _log_report(self.spec, builder.info.metadata)
-    self._builder = builder
-    return {part: dict(builder.info.metadata.get(part, {})) for part in (*SPLITS, 'skipped')}
+    return builder
 
   def _make_builder(self) -> GptJaxText:
     return GptJaxText(config=self._config, data_dir=self._data_dir, file_format='array_record')
@@ -314,6 +324,27 @@ class LocalSource:
                         f'~{VALIDATION_FRACTION:.0%} of documents for validation; a single document is all '
                         f'training): add a second file or document, or turn evaluation off (train.eval_every=0).')
     return _Texts(self._builder.as_data_source(split), 'text')
+
+
+@contextlib.contextmanager
+def _build_lock(parent: str, slug: str) -> Iterator[None]:
+  """Serialises the builds of one source under one data_dir: processes started together on a fresh data_dir (a
+  sweep's parallel runs, the processes of one run on a shared file system) wait for the first to build it instead
+  of writing the same files at once. flock(2), so a killed builder never leaves a stale lock; a file system
+  without flock builds unlocked."""
+  try:
+    os.makedirs(parent, exist_ok=True)
+    handle = open(os.path.join(parent, f'.{slug}.lock'), 'a', encoding='utf-8')
+  except OSError as e:
+    raise ConfigError(f'cannot write data.data_dir ({parent}: {e.strerror}): pass a directory this user can '
+                      f'create and write.') from None
+  with handle:
+    try:
+      fcntl.flock(handle, fcntl.LOCK_EX)
+    except OSError:
+      logging.warning('%s: the file system has no flock, so concurrent builds of this source are not serialised.',
+                      parent)
+    yield
 
 
 def _stat(path: str) -> tuple[int, int]:
