@@ -1,6 +1,6 @@
 """The fine-tuning stages as real processes: two processes x 4 CPU devices (jax.distributed on loopback) train a
-reward model, with its normalisation samples, and DPO with a precomputed reference, each equal to one process on
-8 devices."""
+reward model, with its normalisation samples, DPO with a precomputed reference, and SFT with pretraining rows, each
+equal to one process on 8 devices."""
 
 import json
 import os
@@ -32,6 +32,8 @@ STAGES = {
                '--config.rlhf.response_tokens=8'],
     'dpo': [f'--config.train.batch_tokens={8 * 2 * CONTEXT}', f'--config.train.total_tokens={3 * 8 * 2 * CONTEXT}',
             '--config.rlhf.dpo.precompute_ref=true'],
+    'sft': [f'--config.train.batch_tokens={8 * CONTEXT}', f'--config.train.total_tokens={3 * 8 * CONTEXT}',
+            '--config.rlhf.sft.pretrain_mix=0.25', '--config.rlhf.sft.pretrain_weight=0.1'],
 }
 
 
@@ -54,11 +56,12 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _run(stage, workdir, init_from, processes):
+def _run(stage, workdir, init_from, processes, data_dir=None):
   """Runs python -m gpt_jax.rlhf.<stage> as `processes` processes over 8 CPU devices in all."""
   env = xla_env.env(8 // processes, JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo')
   command = [sys.executable, '-m', f'gpt_jax.rlhf.{stage}', f'--workdir={workdir}',
-             f'--config.rlhf.init_from={init_from}', f'--config.data.data_dir={workdir}-data', *COMMON, *STAGES[stage]]
+             f'--config.rlhf.init_from={init_from}', f'--config.data.data_dir={data_dir or workdir + "-data"}',
+             *COMMON, *STAGES[stage]]
   port = _free_port()
   distributed = [[f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={processes}', f'--process_id={i}']
                  for i in range(processes)] if processes > 1 else [[]]
@@ -92,6 +95,17 @@ def test_two_processes_train_dpo_with_a_precomputed_reference_as_one(sft_run, tm
   one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
   _run('dpo', one, sft_run, 1)
   _run('dpo', two, sft_run, 2)
+  (_, params_one, step), (_, params_two, _) = load_lm(one), load_lm(two)
+  assert step == 3
+  _assert_close(params_one, params_two, atol=5e-5)
+
+
+def test_two_processes_train_sft_with_pretraining_rows_as_one(sft_run, train_data_dir, tmp_path):
+  """SFT that keeps pretraining (a quarter of every batch from the corpus, at weight 0.1; dropout on): the global
+  batch, so the params, do not depend on how many processes hold it."""
+  one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
+  _run('sft', one, sft_run, 1, train_data_dir)
+  _run('sft', two, sft_run, 2, train_data_dir)
   (_, params_one, step), (_, params_two, _) = load_lm(one), load_lm(two)
   assert step == 3
   _assert_close(params_one, params_two, atol=5e-5)

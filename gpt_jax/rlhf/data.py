@@ -442,9 +442,12 @@ class RowStream:
 
 class MixedStream:
   """A RowStream with pretraining rows in every batch (SFT that keeps pretraining): of a global batch of B rows,
-  round(B * mix) come from the pretraining stream, with the loss on every token at `weight` (a response token's is
-  1; the loss is the weighted mean over tokens), and the rest from the rows; each process takes its share of both.
-  The state is both streams' positions, so resume is exact."""
+  k = round(B * mix) come from the pretraining stream, with the loss on every token at `weight` (a response token's
+  is 1; the loss is the weighted mean over tokens), and the rest from the rows; each process takes its share of both.
+  The pretraining rows sit at fixed, evenly spread global positions (row i is one iff floor((i+1) k / B) >
+  floor(i k / B)); every process's slice of the batch then holds its share of both streams in the same pattern, so
+  the global batch, and the dropout drawn per row, do not depend on the process count. The state is both streams'
+  positions, so resume is exact."""
 
   def __init__(self, rows: RowStream, pretraining, mix: float, weight: float = 1.0):
     self.rows, self.pretraining, self.mix, self.weight = rows, pretraining, mix, weight
@@ -461,7 +464,11 @@ class MixedStream:
     if 'segment_ids' in own:  # packed SFT rows: a pretraining row is one segment
       extra.update(segment_ids=np.ones(length, np.int32), positions=np.broadcast_to(
           np.arange(length[1], dtype=np.int32), length).copy())
-    return {name: np.concatenate([value, extra[name].astype(value.dtype)]) for name, value in own.items()}
+    n_own = len(next(iter(own.values())))
+    local = np.arange(n_own + length[0])  # the pattern of process 0's slice, which every process's slice repeats
+    is_extra = (local + 1) * k // global_rows > local * k // global_rows
+    order = np.where(is_extra, n_own + np.cumsum(is_extra) - 1, np.cumsum(~is_extra) - 1)
+    return {name: np.concatenate([value, extra[name].astype(value.dtype)])[order] for name, value in own.items()}
 
   def state(self) -> dict:
     return {'rows': self.rows.state(), 'pretraining': self.pretraining.state()}
