@@ -39,6 +39,18 @@ def test_recall_ceiling_and_shuffled_control():
   assert 0.5 < np.mean([c for *_, c in plain]) < 0.8  # 1 - (7/8)^8 = 0.66
 
 
+def test_pairs_keys_share_letters_so_only_both_letters_name_the_value():
+  ambiguous = []
+  for prompt, answer, _, covered in icl_eval.episodes(icl_data.TASKS['pairs'], 16, seed=0, n=100, shuffled=False):
+    demos, query = prompt[2:].split(' ')[:-1], prompt[2:].split(' ')[-1]
+    assert all(len(d) == 3 and d[2].isdigit() for d in demos) and len(query) == 2 and answer.isdigit()
+    assert len(set(''.join(d[:2] for d in demos) + query)) <= 4  # keys over 4 letters
+    table = {d[:2]: d[2] for d in demos}
+    assert covered == (query in table) and table.get(query, answer) == answer
+    ambiguous.append(any(key[1] == query[1] and key != query for key in table))
+  assert np.mean(ambiguous) > 0.5  # most queries' last letter also ends another demonstrated key
+
+
 def test_cipher_writes_each_substitute_after_its_letter_and_scores_only_the_substitutes():
   for prompt, answer, scored, covered in icl_eval.episodes(icl_data.TASKS['cipher'], 8, seed=0, n=100, shuffled=False):
     demos = prompt[2:].split(' ')[:-1]
@@ -128,7 +140,9 @@ def test_a_csv_that_is_not_the_experiments_is_refused_in_one_sentence(tmp_path):
 @pytest.mark.parametrize('flag, message', [
     ('--models=l2-d64,l2-x',
      "error: --models entry 'l2-x' must read l<layers>-d<width> with the width a multiple of 16, e.g. l2-d64."),
-    ('--k=1,2,4', 'error: --k=1,2,4 must include 0 and 8: the criteria compare K = 8 with K = 0.')])
+    ('--k=1,2,4', 'error: --k=1,2,4 must include 0 and 8: the criteria compare K = 8 with K = 0.'),
+    ('--tasks=recall,sums', 'error: --tasks=recall,sums must name distinct task families of recall, cipher, add, '
+     'pairs (sums is not one).')])
 def test_bad_flags_are_refused_in_one_sentence_before_any_work(tmp_path, flag, message):
   import os
   import subprocess

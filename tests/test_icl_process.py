@@ -27,10 +27,11 @@ def _records(workdir):
 
 def test_probe_on_two_processes_stopped_and_continued_equals_one_uninterrupted_process(tmp_path):
   one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
-  result = subprocess.run([*PROBE, f'--workdir={one}', '--steps=6'], env=xla_env.env(8), cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
+  result = subprocess.Popen([*PROBE, f'--workdir={one}', '--steps=6'], env=xla_env.env(8), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # beside the two processes
   run_on_two_processes([*PROBE, f'--workdir={two}', '--steps=3'], cwd=REPO)
+  output = result.communicate(timeout=300)[0]
+  assert result.returncode == 0, output[-3000:]
   out = run_on_two_processes([*PROBE, f'--workdir={two}', '--steps=6'], cwd=REPO)
   assert 'second_copy=' in out[0]
   expected, got = _records(one), _records(two)

@@ -56,8 +56,8 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _run(stage, workdir, init_from, processes, data_dir=None):
-  """Runs python -m gpt_jax.rlhf.<stage> as `processes` processes over 8 CPU devices in all."""
+def _start(stage, workdir, init_from, processes, data_dir=None):
+  """Starts python -m gpt_jax.rlhf.<stage> as `processes` processes over 8 CPU devices in all."""
   env = xla_env.env(8 // processes, JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo')
   command = [sys.executable, '-m', f'gpt_jax.rlhf.{stage}', f'--workdir={workdir}',
              f'--config.rlhf.init_from={init_from}', f'--config.data.data_dir={data_dir or workdir + "-data"}',
@@ -65,12 +65,18 @@ def _run(stage, workdir, init_from, processes, data_dir=None):
   port = _free_port()
   distributed = [[f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={processes}', f'--process_id={i}']
                  for i in range(processes)] if processes > 1 else [[]]
-  running = [subprocess.Popen(command + extra, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for extra in distributed]
-  outputs = [p.communicate(timeout=300)[0] for p in running]
-  for p, out in zip(running, outputs):
+  return [subprocess.Popen(command + extra, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+          for extra in distributed]
+
+
+def _run_one_and_two(stage, tmp_path, init_from, data_dir=None):
+  """The stage on one process and on two, side by side (each is mostly single-threaded start-up and compiling):
+  the workdirs tmp_path/one and tmp_path/two, and the outputs of the two-process run's processes."""
+  one, two = (_start(stage, str(tmp_path / name), init_from, n, data_dir) for name, n in (('one', 1), ('two', 2)))
+  outputs = [p.communicate(timeout=300)[0] for p in (*one, *two)]
+  for p, out in zip((*one, *two), outputs):
     assert p.returncode == 0, out[-3000:]
-  return outputs
+  return str(tmp_path / 'one'), str(tmp_path / 'two'), outputs[1:]
 
 
 def _assert_close(a, b, atol):
@@ -78,9 +84,7 @@ def _assert_close(a, b, atol):
 
 
 def test_two_processes_train_a_reward_model_and_its_normalisation_as_one(sft_run, tmp_path):
-  one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
-  _run('reward', one, sft_run, 1)
-  outputs = _run('reward', two, sft_run, 2)
+  one, two, outputs = _run_one_and_two('reward', tmp_path, sft_run)
   assert 'reward normalisation' in outputs[0] and 'reward normalisation' not in outputs[1]
   norms = [json.loads(open(os.path.join(w, 'reward_norm.json')).read()) for w in (one, two)]
   assert norms[0]['sampling'] == norms[1]['sampling'] and norms[0]['samples'] == 24
@@ -92,9 +96,7 @@ def test_two_processes_train_a_reward_model_and_its_normalisation_as_one(sft_run
 
 
 def test_two_processes_train_dpo_with_a_precomputed_reference_as_one(sft_run, tmp_path):
-  one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
-  _run('dpo', one, sft_run, 1)
-  _run('dpo', two, sft_run, 2)
+  one, two, _ = _run_one_and_two('dpo', tmp_path, sft_run)
   (_, params_one, step), (_, params_two, _) = load_lm(one), load_lm(two)
   assert step == 3
   _assert_close(params_one, params_two, atol=5e-5)
@@ -103,9 +105,7 @@ def test_two_processes_train_dpo_with_a_precomputed_reference_as_one(sft_run, tm
 def test_two_processes_train_sft_with_pretraining_rows_as_one(sft_run, train_data_dir, tmp_path):
   """SFT that keeps pretraining (a quarter of every batch from the corpus, at weight 0.1; dropout on): the global
   batch, so the params, do not depend on how many processes hold it."""
-  one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
-  _run('sft', one, sft_run, 1, train_data_dir)
-  _run('sft', two, sft_run, 2, train_data_dir)
+  one, two, _ = _run_one_and_two('sft', tmp_path, sft_run, train_data_dir)
   (_, params_one, step), (_, params_two, _) = load_lm(one), load_lm(two)
   assert step == 3
   _assert_close(params_one, params_two, atol=5e-5)

@@ -9,6 +9,8 @@ output characters alternating, then a space):
   cipher  'C aqbxcz '  3-letter words over 6 letters, each letter substituted by a per-sequence map into a-z and
                        written right after it (the word 'abc' enciphered 'qxz')
   add     'A 37=2 '    (a + b + offset) mod 10 with a per-sequence offset in 1..9
+  pairs   'P ab7 '     a 2-letter key over 4 letters -> a digit; the map is drawn per sequence over 8 of the 16
+                       keys, so a key's last letter alone leaves about two candidates (not in the default set)
 
 The cipher interleaves each input letter with its substitute, so that reading it is induction (a letter's
 substitute is what followed the letter before); written as word and enciphered word ('ab:qx' for 2-letter words),
@@ -90,9 +92,22 @@ def _add(rng):
   return example
 
 
+def _pairs(rng):
+  letters = rng.choice(list(LETTERS), 4, replace=False)
+  keys = [a + b for a in letters for b in letters]
+  keys = [keys[i] for i in rng.choice(len(keys), 8, replace=False)]
+  values = rng.integers(0, 10, 8)
+  def example(rng):
+    i = rng.integers(8)
+    return keys[i], str(values[i])
+  return example
+
+
 TASKS = {t.name: t for t in (Task('recall', 'R ', '', _recall, 1 / 10),
                              Task('cipher', 'C ', '', _cipher, 1 / 26**3, interleaved=True),
-                             Task('add', 'A ', '=', _add, 1 / 10))}
+                             Task('add', 'A ', '=', _add, 1 / 10),
+                             Task('pairs', 'P ', '', _pairs, 1 / 10))}
+DEFAULT_TASKS = ('recall', 'cipher', 'add')
 
 
 def task_row(task: Task, rng: np.random.Generator, length: int) -> bytes:
@@ -122,10 +137,11 @@ def corpus_row(texts, rng: np.random.Generator, length: int) -> bytes:
 
 
 def mixed_batch(texts, rng: np.random.Generator, batch: int, length: int, corpus_fraction: float,
-                induction_fraction: float, segment: int = INDUCTION_SEGMENT) -> np.ndarray:
+                induction_fraction: float, segment: int = INDUCTION_SEGMENT,
+                tasks: tuple[str, ...] = DEFAULT_TASKS) -> np.ndarray:
   """[batch, length] int32: each row is a corpus window with probability corpus_fraction, an induction row with
-  probability induction_fraction, else a task row of a task drawn uniformly."""
-  names = list(TASKS)
+  probability induction_fraction, else a task row of one of `tasks` drawn uniformly."""
+  names = list(tasks)
   rows = []
   for _ in range(batch):
     u = rng.random()
@@ -143,13 +159,14 @@ def induction_batch(rng: np.random.Generator, batch: int, length: int, segment: 
   return as_tokens([induction_row(rng, length, segment) for _ in range(batch)], length)
 
 
-def curriculum(texts, length: int, warmup_rows: int, corpus_fraction: float, induction_fraction: float):
+def curriculum(texts, length: int, warmup_rows: int, corpus_fraction: float, induction_fraction: float,
+               tasks: tuple[str, ...] = DEFAULT_TASKS):
   """The K-shot experiment's rows as make_rows(rng, n, position): induction rows only until warmup_rows rows have
   been drawn (the warm-up forms the induction heads), then mixed_batch's mixture."""
   def rows(rng: np.random.Generator, n: int, position: int) -> np.ndarray:
     if position < warmup_rows:
       return induction_batch(rng, n, length)
-    return mixed_batch(texts, rng, n, length, corpus_fraction, induction_fraction)
+    return mixed_batch(texts, rng, n, length, corpus_fraction, induction_fraction, tasks=tasks)
   return rows
 
 

@@ -6,8 +6,8 @@ forcing, which equals greedy decoding of the output's length; for the interleave
 substitute after its input letter). The shuffled control permutes the
 demonstrations' outputs among themselves (inputs, format and output distribution kept; the mapping broken), while
 the query is scored against the true mapping. The ceiling is the fraction of queries whose input is covered by
-the demonstrations (recall: its key appears; cipher: all its letters appear in demonstrated inputs; add: the
-same digit pair appears), the most a pure lookup could reach; for add any one demonstration determines the offset.
+the demonstrations (recall and pairs: its key appears; cipher: all its letters appear in demonstrated inputs; add:
+the same digit pair appears), the most a pure lookup could reach; for add any one demonstration determines the offset.
 The queries depend only on (task, K, seed, query index), so every model sees the same prompts.
 """
 
@@ -72,11 +72,11 @@ def make_scorer(module, context: int):
   return score
 
 
-def evaluate(score, params, ks, seeds, n: int) -> list[dict]:
+def evaluate(score, params, ks, seeds, n: int, tasks=icl_data.DEFAULT_TASKS) -> list[dict]:
   """Rows (task, k, control, accuracy, accuracy_se, ceiling, chance, queries) for every task, K and control; the
   standard error is over queries, each query's correctness first averaged over the demonstration seeds."""
   rows = []
-  for task in icl_data.TASKS.values():
+  for task in map(icl_data.TASKS.get, tasks):
     for k in ks:
       for control in ('none', 'shuffled'):
         correct, covered = [], []

@@ -46,6 +46,8 @@ flags.DEFINE_float('corpus_fraction', 0.25, 'fraction of training rows that are 
 flags.DEFINE_float('induction_fraction', 0.25, 'fraction of training rows that are induction rows (after the warm-up).')
 flags.DEFINE_integer('warmup_steps', 500, 'first steps trained on induction rows only (0: none).')
 flags.DEFINE_integer('probe_every', 250, 'steps between evaluations of the induction probe\'s held-out rows.')
+flags.DEFINE_list('tasks', list(icl_data.DEFAULT_TASKS), f'task families to train on and score, of '
+                  f'{", ".join(icl_data.TASKS)}.')
 flags.DEFINE_list('k', ['0', '1', '2', '4', '8', '16'], 'numbers of demonstrations.')
 flags.DEFINE_list('seeds', ['0', '1', '2'], 'demonstration seeds.')
 flags.DEFINE_integer('n', 500, 'queries per (task, K, seed).')
@@ -87,14 +89,16 @@ def train_and_score(spec: str, texts, ks, seeds) -> list[dict]:
   start = time.time()
   identity = {'rows': 'stdlib, induction rows and task episodes', 'corpus_fraction': FLAGS.corpus_fraction,
               'induction_fraction': FLAGS.induction_fraction, 'warmup_steps': FLAGS.warmup_steps}
+  if tuple(FLAGS.tasks) != icl_data.DEFAULT_TASKS:  # the default set's runs keep the identity they were trained with
+    identity['tasks'] = ','.join(FLAGS.tasks)
   hook = icl_train.probe_hook(config, PROBE_SEGMENT, FLAGS.probe_every)
   rows = icl_data.curriculum(texts, FLAGS.context + 1, FLAGS.warmup_steps * FLAGS.batch, FLAGS.corpus_fraction,
-                             FLAGS.induction_fraction)
+                             FLAGS.induction_fraction, tuple(FLAGS.tasks))
   result = icl_train.train(config, workdir, rows, identity, hooks=[hook])
   train_seconds = time.time() - start
   start = time.time()
   scorer = icl_eval.make_scorer(gm.GPTLM(config.model), FLAGS.context)
-  rows = icl_eval.evaluate(scorer, result.params, ks, seeds, FLAGS.n)
+  rows = icl_eval.evaluate(scorer, result.params, ks, seeds, FLAGS.n, tuple(FLAGS.tasks))
   print(json.dumps(dict(model=spec, eval_seconds=round(time.time() - start, 1))), flush=True)
   base = dict(model=spec, n_layers=n_layers, d_model=d_model,
               params_non_embedding=flops.count_params(config)['non_embedding'], train_steps=result.step,
@@ -124,7 +128,11 @@ def main(argv):
   for name in ('steps', 'batch', 'n'):
     if FLAGS[name].value < 2:
       raise ConfigError(f'--{name}={FLAGS[name].value} must be at least 2.')
-  needed = max(len((p + a).encode()) for task in icl_data.TASKS.values()
+  unknown = sorted(set(FLAGS.tasks) - set(icl_data.TASKS))
+  if unknown or not FLAGS.tasks or len(set(FLAGS.tasks)) < len(FLAGS.tasks):
+    raise ConfigError(f'--tasks={",".join(FLAGS.tasks)} must name distinct task families of '
+                      f'{", ".join(icl_data.TASKS)}' + (f' ({", ".join(unknown)} is not one).' if unknown else '.'))
+  needed = max(len((p + a).encode()) for task in map(icl_data.TASKS.get, FLAGS.tasks)
                for p, a, _, _ in icl_eval.episodes(task, max(ks), seed=0, n=1, shuffled=False))
   if FLAGS.context < needed:
     raise ConfigError(f'--context={FLAGS.context} cannot hold K={max(ks)} prompts ({needed} bytes): use '
