@@ -25,4 +25,4 @@ import jax  # noqa: E402  (must come after XLA_FLAGS)
 
 jax.config.update('jax_default_matmul_precision', 'highest')
 
-from tests.train_runs import straight, train_data_dir  # noqa: E402, F401  (session fixtures of two test modules)
+from tests.train_runs import straight, train_data_dir  # noqa: E402, F401  (session fixtures of several test modules)

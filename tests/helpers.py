@@ -1,4 +1,5 @@
-"""Shared test fixtures: tiny validated configs, a tiny random language model, and a command run on two processes."""
+"""Shared test fixtures: tiny validated configs, a tiny random language model, a command run on two processes, and
+a reference command run beside it."""
 
 import os
 import socket
@@ -108,3 +109,25 @@ def run_on_two_processes(command: list[str], cwd: str, timeout: int = 300) -> li
   for p, out in zip(processes, outputs):
     assert p.returncode == 0, out[-3000:]
   return outputs
+
+
+def start_beside(command: list[str], env: dict, cwd: str, log: str) -> subprocess.Popen:
+  """Starts a reference command (typically the one-process run a two-process run is compared with) to run beside
+  the test's other processes: each is mostly single-threaded start-up and compiling. Its output goes to the file
+  `log`, which, unlike a pipe, never fills while the test waits on the others."""
+  with open(log, 'w', encoding='utf-8') as f:
+    return subprocess.Popen(command, env=env, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
+
+
+def finish(process: subprocess.Popen, log: str, timeout: int = 300) -> str:
+  """Waits for a start_beside process (killed if it outlives the timeout), asserts it exited 0 and returns its
+  output."""
+  try:
+    process.wait(timeout)
+  finally:
+    if process.poll() is None:
+      process.kill()
+  with open(log, encoding='utf-8') as f:
+    output = f.read()
+  assert process.returncode == 0, output[-3000:]
+  return output

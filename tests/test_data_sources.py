@@ -99,7 +99,8 @@ def test_prepared_copy_is_reused_until_an_input_changes(tmp_path):
   changed.prepare()
   assert changed.cache_key != first.cache_key
   assert 'document 2, edited\n' in _all_texts(changed)
-  assert [n for n in os.listdir(tmp_path / 'data' / 'gpt_jax_text') if n[0] != '.'] == [changed.cache_key]  # the stale copy is gone
+  prepared = [name for name in os.listdir(tmp_path / 'data' / 'gpt_jax_text') if name[0] != '.']  # not the lock
+  assert prepared == [changed.cache_key]  # the stale copy is gone
 
 
 def test_concurrent_builders_wait_for_the_first(tmp_path):
@@ -112,13 +113,14 @@ def test_concurrent_builders_wait_for_the_first(tmp_path):
   source = sources.open_source(spec, data_dir)
   lock_dir = tmp_path / 'data' / 'gpt_jax_text'
   os.makedirs(lock_dir)
-  script = ('import sys; from gpt_jax.data import sources; '
-            's = sources.open_source(sys.argv[1], sys.argv[2]); s.prepare(); print(len(s.texts("train")))')
+  script = ('import sys; from gpt_jax.data import sources; s = sources.open_source(sys.argv[1], sys.argv[2]); '
+            'print("ready", flush=True); s.prepare(); print(len(s.texts("train")))')
   with open(lock_dir / f'.{source.slug}.lock', 'a', encoding='utf-8') as held:
     fcntl.flock(held, fcntl.LOCK_EX)
     builders = [subprocess.Popen([sys.executable, '-c', script, spec, data_dir], stdout=subprocess.PIPE, text=True)
                 for _ in range(2)]
-    time.sleep(8)  # ample time to import and reach the lock
+    assert [b.stdout.readline() for b in builders] == ['ready\n'] * 2  # imported, about to build
+    time.sleep(1)  # ample time to reach the lock
     assert [b.poll() for b in builders] == [None, None]
     assert os.listdir(lock_dir) == [f'.{source.slug}.lock']  # nothing written while the lock is held
   outputs = [b.communicate(timeout=120)[0] for b in builders]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from gpt_jax import model as gm
+from gpt_jax.config import ConfigError
 from experiments.few_shot import icl_data
 from experiments.few_shot import icl_eval
 from experiments.few_shot import icl_train
@@ -142,7 +143,7 @@ def test_a_csv_that_is_not_the_experiments_is_refused_in_one_sentence(tmp_path):
      "error: --models entry 'l2-x' must read l<layers>-d<width> with the width a multiple of 16, e.g. l2-d64."),
     ('--k=1,2,4', 'error: --k=1,2,4 must include 0 and 8: the criteria compare K = 8 with K = 0.'),
     ('--tasks=recall,sums', 'error: --tasks=recall,sums must name distinct task families of recall, cipher, add, '
-     'pairs (sums is not one).')])
+     'pairs (unknown: sums).')])
 def test_bad_flags_are_refused_in_one_sentence_before_any_work(tmp_path, flag, message):
   import os
   import subprocess
@@ -180,6 +181,9 @@ def test_curriculum_draws_induction_rows_until_the_warmup_ends_then_the_mixture(
   assert set(kinds(0)) == set(kinds(32)) == {'induction'}
   after = kinds(64)
   assert set(after) == {'task', 'corpus', 'induction'} and after.count('task') >= 8
+  only_pairs = icl_data.curriculum(texts, 65, warmup_rows=0, corpus_fraction=0.0, induction_fraction=0.0,
+                                   tasks=('pairs',))
+  assert {bytes(row[:2].astype(np.uint8)) for row in only_pairs(np.random.default_rng(0), 16, 0)} == {b'P '}
 
 
 def test_generated_rows_tell_make_rows_their_position_and_resume_it():
@@ -194,3 +198,7 @@ def test_generated_rows_tell_make_rows_their_position_and_resume_it():
   resumed.restore(state)
   np.testing.assert_array_equal(resumed.next_batch(4)['inputs'], stream.next_batch(4)['inputs'])
   assert seen == [0, 4, 8, 8]
+  # icl_run's --tasks: a state saved without the key (the default set) resumes as the default set, and only as it.
+  icl_train.GeneratedRows(make_rows, seed=0, identity={'rows': 'test', 'tasks': None}).restore(state)
+  with pytest.raises(ConfigError, match="saved with tasks=None but this run has tasks='recall,pairs'"):
+    icl_train.GeneratedRows(make_rows, seed=0, identity={'rows': 'test', 'tasks': 'recall,pairs'}).restore(state)

@@ -4,14 +4,13 @@ devices (its training losses, its held-out probe losses and its final params).""
 
 import json
 import os
-import subprocess
 import sys
 
 import jax
 import numpy as np
 
 from tests import xla_env
-from tests.helpers import load_lm, run_on_two_processes
+from tests.helpers import finish, load_lm, run_on_two_processes, start_beside
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = [sys.executable, '-m', 'experiments.few_shot.icl_probe', '--n_layers=2', '--d_model=16', '--segment=6',
@@ -27,11 +26,11 @@ def _records(workdir):
 
 def test_probe_on_two_processes_stopped_and_continued_equals_one_uninterrupted_process(tmp_path):
   one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
-  result = subprocess.Popen([*PROBE, f'--workdir={one}', '--steps=6'], env=xla_env.env(8), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # beside the two processes
-  run_on_two_processes([*PROBE, f'--workdir={two}', '--steps=3'], cwd=REPO)
-  output = result.communicate(timeout=300)[0]
-  assert result.returncode == 0, output[-3000:]
+  reference = start_beside([*PROBE, f'--workdir={one}', '--steps=6'], xla_env.env(8), REPO, str(tmp_path / 'one.log'))
+  try:
+    run_on_two_processes([*PROBE, f'--workdir={two}', '--steps=3'], cwd=REPO)
+  finally:
+    finish(reference, str(tmp_path / 'one.log'))
   out = run_on_two_processes([*PROBE, f'--workdir={two}', '--steps=6'], cwd=REPO)
   assert 'second_copy=' in out[0]
   expected, got = _records(one), _records(two)

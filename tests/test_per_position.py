@@ -19,7 +19,7 @@ from gpt_jax import model as gm
 from gpt_jax import sharding as gs
 from gpt_jax.data import pipeline
 from tests import xla_env
-from tests.helpers import run_on_two_processes, tiny_config
+from tests.helpers import finish, run_on_two_processes, start_beside, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -109,11 +109,11 @@ def test_two_processes_measure_like_one(tmp_path):
   common = [sys.executable, '-m', 'experiments.few_shot.per_position', f'--table={tmp_path}/runs.csv',
             f'--runs_root={tmp_path}/runs', '--plots=']
   env = xla_env.env(8)
-  one = subprocess.Popen([*common, f'--output={tmp_path}/one.csv'], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)  # beside the two processes: mostly single-threaded
-  run_on_two_processes([*common, f'--output={tmp_path}/two.csv'], REPO)
-  output = one.communicate(timeout=300)[0]
-  assert one.returncode == 0, output[-3000:]
+  one = start_beside([*common, f'--output={tmp_path}/one.csv'], env, REPO, str(tmp_path / 'one.log'))
+  try:
+    run_on_two_processes([*common, f'--output={tmp_path}/two.csv'], REPO)
+  finally:
+    finish(one, str(tmp_path / 'one.log'))
   a, b = (list(csv.DictReader(open(tmp_path / name))) for name in ('one.csv', 'two.csv'))
   assert len(a) == len(b) == 1 and a[0]['chosen'] == 'True'
   for column in a[0]:

@@ -2,8 +2,6 @@
 6, the sample table at 4 and 8) and end where one process x 8 devices ends."""
 
 import json
-import socket
-import subprocess
 import sys
 
 import jax
@@ -14,7 +12,7 @@ from gpt_jax import checkpoint as ckpt
 from gpt_jax import config as gcfg
 from gpt_jax import model as gm
 from gpt_jax.heads import RewardModel
-from tests.helpers import load_lm
+from tests.helpers import finish, load_lm, run_on_two_processes, start_beside
 from tests.xla_env import env
 
 UPDATES = 8
@@ -42,24 +40,13 @@ def _command(runs, workdir, *extra):
           f'--config.data.data_dir={runs / "data"}', *extra]
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_with_the_sample_table_equal_one_process(runs, tmp_path):
-  port = _free_port()
-  processes = [subprocess.Popen(
-      _command(runs, tmp_path / 'two', f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
-               f'--process_id={i}'), env=env(4, JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo'),
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
-  one = subprocess.Popen(_command(runs, tmp_path / 'one'), env=env(8), stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)  # beside them: both runs are mostly single-threaded
-  outputs = [p.communicate(timeout=600)[0] for p in (*processes, one)]
-  for p, out in zip((*processes, one), outputs):
-    assert p.returncode == 0, out[-3000:]
-  assert outputs[0].count('[samples] step') == UPDATES // 4 == outputs[2].count('[samples] step')
+  one = start_beside(_command(runs, tmp_path / 'one'), env(8), None, str(tmp_path / 'one.log'))
+  try:
+    outputs = run_on_two_processes(_command(runs, tmp_path / 'two'), cwd=None, timeout=600)
+  finally:
+    reference = finish(one, str(tmp_path / 'one.log'), timeout=600)
+  assert outputs[0].count('[samples] step') == UPDATES // 4 == reference.count('[samples] step')
   assert '[samples]' not in outputs[1]
   record = [json.loads((tmp_path / name / 'run.json').read_text())['reward_norm'] for name in ('one', 'two')]
   assert record[0]['gain'] == pytest.approx(record[1]['gain'], rel=1e-5)

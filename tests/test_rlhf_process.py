@@ -4,8 +4,6 @@ equal to one process on 8 devices."""
 
 import json
 import os
-import socket
-import subprocess
 import sys
 
 import jax
@@ -20,7 +18,7 @@ from gpt_jax import sharding as gs
 from gpt_jax.heads import RewardModel
 from gpt_jax.rlhf import sft
 from tests import xla_env
-from tests.helpers import load_lm
+from tests.helpers import finish, load_lm, run_on_two_processes, start_beside
 
 CONTEXT = 32
 COMMON = ['--config.rlhf.toy_items=32', '--config.rlhf.max_prompt_tokens=20', '--config.rlhf.epochs=0',
@@ -39,7 +37,7 @@ STAGES = {
 
 @pytest.fixture(scope='module')
 def sft_run(tmp_path_factory):
-  """A tiny SFT run, the policy both stages start from (two steps: not a random model)."""
+  """A tiny SFT run, the policy every stage here starts from (two steps: not a random model)."""
   base = tmp_path_factory.mktemp('sft')
   overrides = {'model.n_layers': 1, 'model.d_model': 32, 'model.n_heads': 2, 'model.context': CONTEXT,
                'rlhf.toy_items': 32, 'rlhf.max_prompt_tokens': 20, 'rlhf.epochs': 0.0,
@@ -50,33 +48,26 @@ def sft_run(tmp_path_factory):
   return str(base / 'run')
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
+def _command(stage, workdir, init_from, data_dir=None):
+  return [sys.executable, '-m', f'gpt_jax.rlhf.{stage}', f'--workdir={workdir}', f'--config.rlhf.init_from={init_from}',
+          f'--config.data.data_dir={data_dir or workdir + "-data"}', *COMMON, *STAGES[stage]]
 
 
-def _start(stage, workdir, init_from, processes, data_dir=None):
-  """Starts python -m gpt_jax.rlhf.<stage> as `processes` processes over 8 CPU devices in all."""
-  env = xla_env.env(8 // processes, JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo')
-  command = [sys.executable, '-m', f'gpt_jax.rlhf.{stage}', f'--workdir={workdir}',
-             f'--config.rlhf.init_from={init_from}', f'--config.data.data_dir={data_dir or workdir + "-data"}',
-             *COMMON, *STAGES[stage]]
-  port = _free_port()
-  distributed = [[f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={processes}', f'--process_id={i}']
-                 for i in range(processes)] if processes > 1 else [[]]
-  return [subprocess.Popen(command + extra, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-          for extra in distributed]
+def _run(stage, workdir, init_from, data_dir=None):
+  """Runs python -m gpt_jax.rlhf.<stage> as 2 processes x 4 CPU devices; their outputs."""
+  return run_on_two_processes(_command(stage, workdir, init_from, data_dir), cwd=None)
 
 
 def _run_one_and_two(stage, tmp_path, init_from, data_dir=None):
-  """The stage on one process and on two, side by side (each is mostly single-threaded start-up and compiling):
-  the workdirs tmp_path/one and tmp_path/two, and the outputs of the two-process run's processes."""
-  one, two = (_start(stage, str(tmp_path / name), init_from, n, data_dir) for name, n in (('one', 1), ('two', 2)))
-  outputs = [p.communicate(timeout=300)[0] for p in (*one, *two)]
-  for p, out in zip((*one, *two), outputs):
-    assert p.returncode == 0, out[-3000:]
-  return str(tmp_path / 'one'), str(tmp_path / 'two'), outputs[1:]
+  """The stage on two processes and, beside them, on one: the workdirs tmp_path/one and tmp_path/two, and the
+  outputs of the two-process run's processes."""
+  one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
+  reference = start_beside(_command(stage, one, init_from, data_dir), xla_env.env(8), None, f'{one}.log')
+  try:
+    outputs = _run(stage, two, init_from, data_dir)
+  finally:
+    finish(reference, f'{one}.log')
+  return one, two, outputs
 
 
 def _assert_close(a, b, atol):

@@ -13,6 +13,7 @@ from gpt_jax import loop
 from gpt_jax import model as gm
 from gpt_jax.config import ConfigError
 from gpt_jax.rlhf import classify, dpo, ppo, reward, sft, stage
+from gpt_jax.rlhf import data as rdata
 from tests.test_rlhf import _config, _loss
 
 SEQUENCES = {'sft': 1, 'classify': 4, 'reward': 3, 'dpo': 2}
@@ -84,6 +85,16 @@ def test_pretrain_mix_puts_that_share_of_pretraining_rows_in_every_batch(data_di
   n = plain.train_stream.n
   assert plain_config.train.total_tokens == math.ceil(n / 8) * 8 * 32
   assert mixed_config.train.total_tokens == math.ceil(math.ceil(n / 0.75) / 8) * 8 * 32  # an epoch of SFT rows
+
+
+def test_a_pretrain_mix_without_both_kinds_of_rows_or_that_does_not_split_is_refused(data_dir):
+  assert rdata.pretraining_rows(8, 0.25, 2) == 2
+  for rows, mix, processes, message in ((8, 0.05, 1, 'gives 0 pretraining rows in a batch of 8'),
+                                        (8, 0.95, 1, 'at most 7'), (8, 0.125, 2, 'do not split over 2 processes')):
+    with pytest.raises(ConfigError, match=message):
+      rdata.pretraining_rows(rows, mix, processes)
+  with pytest.raises(ConfigError, match=r'rlhf.sft.pretrain_mix=0.05 gives 0 pretraining rows in a batch of 8'):
+    sft.build_task(_config('sft', data_dir, **{'rlhf.sft.pretrain_mix': 0.05}))
 
 
 def test_pretrain_mix_resumes_exactly(data_dir, tmp_path):

@@ -43,8 +43,8 @@ def assert_equal(a, b, atol=0.0):
   jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=atol), a, b)
 
 
-# Session-scoped (registered in conftest.py): test_train_process and test_slurm share one corpus and one reference
-# run instead of training it once per module.
+# Session-scoped (registered in conftest.py): the process, SLURM, run-lock and fine-tuning process tests share one
+# corpus (and the first two one reference run) instead of preparing it once per module.
 @pytest.fixture(scope='session')
 def train_data_dir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp('train_data'))

@@ -65,13 +65,17 @@ class Task:
     return x + self.separator, y, (True,) * len(y)
 
 
-def _recall(rng):
-  keys = rng.choice(list(LETTERS), 8, replace=False)
+def _lookup(keys, rng):
+  """A per-sequence map from the 8 keys to digits, as an example function."""
   values = rng.integers(0, 10, 8)
   def example(rng):
     i = rng.integers(8)
     return keys[i], str(values[i])
   return example
+
+
+def _recall(rng):
+  return _lookup(rng.choice(list(LETTERS), 8, replace=False), rng)
 
 
 def _cipher(rng):
@@ -95,12 +99,7 @@ def _add(rng):
 def _pairs(rng):
   letters = rng.choice(list(LETTERS), 4, replace=False)
   keys = [a + b for a in letters for b in letters]
-  keys = [keys[i] for i in rng.choice(len(keys), 8, replace=False)]
-  values = rng.integers(0, 10, 8)
-  def example(rng):
-    i = rng.integers(8)
-    return keys[i], str(values[i])
-  return example
+  return _lookup([keys[i] for i in rng.choice(len(keys), 8, replace=False)], rng)
 
 
 TASKS = {t.name: t for t in (Task('recall', 'R ', '', _recall, 1 / 10),

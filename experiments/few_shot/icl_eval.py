@@ -72,11 +72,11 @@ def make_scorer(module, context: int):
   return score
 
 
-def evaluate(score, params, ks, seeds, n: int, tasks=icl_data.DEFAULT_TASKS) -> list[dict]:
+def evaluate(score, params, ks, seeds, n: int, tasks: tuple[str, ...] = icl_data.DEFAULT_TASKS) -> list[dict]:
   """Rows (task, k, control, accuracy, accuracy_se, ceiling, chance, queries) for every task, K and control; the
   standard error is over queries, each query's correctness first averaged over the demonstration seeds."""
   rows = []
-  for task in map(icl_data.TASKS.get, tasks):
+  for task in [icl_data.TASKS[name] for name in tasks]:
     for k in ks:
       for control in ('none', 'shuffled'):
         correct, covered = [], []

@@ -1,7 +1,7 @@
 """The K-shot in-context learning experiment: train a 1-layer control and larger GPTs (rotary positions) first on
 induction rows alone (a warm-up that forms induction heads in a few hundred steps), then on the stdlib corpus mixed
 with induction rows and per-sequence task episodes (icl_data), logging the induction probe's held-out losses; then
-score each model K-shot on every task with 3 demonstration seeds and the shuffled-output control (icl_eval); writes
+score each model K-shot on every task of --tasks with 3 demonstration seeds and the shuffled-output control (icl_eval); writes
 the CSV and the figure (icl_plot) and prints the criteria (icl_summary). Each model is a run of the shared
 training loop in <models_dir>/<model> (checkpoints, metrics.jsonl; usable by gpt_jax's sampler and eval commands):
 rerunning resumes the runs, and a larger --steps continues them.
@@ -89,8 +89,8 @@ def train_and_score(spec: str, texts, ks, seeds) -> list[dict]:
   start = time.time()
   identity = {'rows': 'stdlib, induction rows and task episodes', 'corpus_fraction': FLAGS.corpus_fraction,
               'induction_fraction': FLAGS.induction_fraction, 'warmup_steps': FLAGS.warmup_steps}
-  if tuple(FLAGS.tasks) != icl_data.DEFAULT_TASKS:  # the default set's runs keep the identity they were trained with
-    identity['tasks'] = ','.join(FLAGS.tasks)
+  # None for the default set, which runs saved before --tasks existed also read as, so they still resume.
+  identity['tasks'] = None if tuple(FLAGS.tasks) == icl_data.DEFAULT_TASKS else ','.join(FLAGS.tasks)
   hook = icl_train.probe_hook(config, PROBE_SEGMENT, FLAGS.probe_every)
   rows = icl_data.curriculum(texts, FLAGS.context + 1, FLAGS.warmup_steps * FLAGS.batch, FLAGS.corpus_fraction,
                              FLAGS.induction_fraction, tuple(FLAGS.tasks))
@@ -131,8 +131,8 @@ def main(argv):
   unknown = sorted(set(FLAGS.tasks) - set(icl_data.TASKS))
   if unknown or not FLAGS.tasks or len(set(FLAGS.tasks)) < len(FLAGS.tasks):
     raise ConfigError(f'--tasks={",".join(FLAGS.tasks)} must name distinct task families of '
-                      f'{", ".join(icl_data.TASKS)}' + (f' ({", ".join(unknown)} is not one).' if unknown else '.'))
-  needed = max(len((p + a).encode()) for task in map(icl_data.TASKS.get, FLAGS.tasks)
+                      f'{", ".join(icl_data.TASKS)}' + (f' (unknown: {", ".join(unknown)}).' if unknown else '.'))
+  needed = max(len((p + a).encode()) for task in [icl_data.TASKS[name] for name in FLAGS.tasks]
                for p, a, _, _ in icl_eval.episodes(task, max(ks), seed=0, n=1, shuffled=False))
   if FLAGS.context < needed:
     raise ConfigError(f'--context={FLAGS.context} cannot hold K={max(ks)} prompts ({needed} bytes): use '

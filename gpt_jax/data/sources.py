@@ -329,9 +329,10 @@ class LocalSource:
 @contextlib.contextmanager
 def _build_lock(parent: str, slug: str) -> Iterator[None]:
   """Serialises the builds of one source under one data_dir: processes started together on a fresh data_dir (a
-  sweep's parallel runs, the processes of one run on a shared file system) wait for the first to build it instead
-  of writing the same files at once. flock(2), so a killed builder never leaves a stale lock; a file system
-  without flock builds unlocked."""
+  sweep's parallel runs, a run's processes on one machine) wait for the first to build it instead of writing the
+  same files at once. flock(2), so a killed builder never leaves a stale lock. Across hosts it serialises only where
+  the shared file system supports flock (NFS does; some parallel file systems lock per client or not at all); a file
+  system that refuses flock builds unlocked, with a warning."""
   try:
     os.makedirs(parent, exist_ok=True)
     handle = open(os.path.join(parent, f'.{slug}.lock'), 'a', encoding='utf-8')

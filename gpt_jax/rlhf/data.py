@@ -440,6 +440,19 @@ class RowStream:
     self._position = int(state['position'])
 
 
+def pretraining_rows(global_rows: int, mix: float, processes: int) -> int:
+  """The pretraining rows of a MixedStream batch of global_rows rows, round(global_rows * mix); refused in one
+  sentence unless it leaves both kinds of rows in every batch and splits over the processes."""
+  k = round(global_rows * mix)
+  if not 0 < k < global_rows:
+    raise ConfigError(f'rlhf.sft.pretrain_mix={mix} gives {k} pretraining rows in a batch of {global_rows}: choose a '
+                      f'mix that gives at least 1 and at most {global_rows - 1}.')
+  if k % processes:
+    raise ConfigError(f'rlhf.sft.pretrain_mix={mix} gives {k} pretraining rows in a batch of {global_rows}, which do '
+                      f'not split over {processes} processes: choose a mix that gives a multiple of {processes}.')
+  return k
+
+
 class MixedStream:
   """A RowStream with pretraining rows in every batch (SFT that keeps pretraining): of a global batch of B rows,
   k = round(B * mix) come from the pretraining stream, with the loss on every token at `weight` (a response token's
