@@ -1,8 +1,8 @@
 """The K-shot in-context learning experiment: train a 1-layer control and larger GPTs (rotary positions) first on
 induction rows alone (a warm-up that forms induction heads in a few hundred steps), then on the stdlib corpus mixed
-with induction rows and per-sequence task episodes (icl_data), logging the induction probe's held-out losses; then
-score each model K-shot on every task of --tasks with 3 demonstration seeds and the shuffled-output control (icl_eval); writes
-the CSV and the figure (icl_plot) and prints the criteria (icl_summary). Each model is a run of the shared
+with induction rows and per-sequence task episodes of --tasks (icl_data), logging the induction probe's held-out
+losses; then score each model K-shot on every task with 3 demonstration seeds and the shuffled-output control
+(icl_eval); writes the CSV and the figure (icl_plot) and prints the criteria (icl_summary). Each model is a run of the shared
 training loop in <models_dir>/<model> (checkpoints, metrics.jsonl; usable by gpt_jax's sampler and eval commands):
 rerunning resumes the runs, and a larger --steps continues them.
 

@@ -462,16 +462,14 @@ class MixedStream:
   the global batch, and the dropout drawn per row, do not depend on the process count. The state is both streams'
   positions, so resume is exact."""
 
-  def __init__(self, rows: RowStream, pretraining, mix: float, weight: float = 1.0):
-    self.rows, self.pretraining, self.mix, self.weight = rows, pretraining, mix, weight
+  def __init__(self, rows: RowStream, pretraining, mix: float, weight: float = 1.0, processes: int = 1):
+    self.rows, self.pretraining, self.mix, self.weight, self.processes = rows, pretraining, mix, weight, processes
     self.n = rows.n
 
   def next_batch(self, global_rows: int) -> dict[str, np.ndarray]:
-    k = round(global_rows * self.mix)
+    k = pretraining_rows(global_rows, self.mix, self.processes)
     own = self.rows.next_batch(global_rows - k)
-    extra = self.pretraining.next_batch(k) if k else None
-    if extra is None:
-      return own
+    extra = self.pretraining.next_batch(k)
     length = extra['inputs'].shape
     extra.update(loss_mask=np.full(length, self.weight, np.float32), weight=np.ones(length[0], np.float32))
     if 'segment_ids' in own:  # packed SFT rows: a pretraining row is one segment

@@ -44,9 +44,9 @@ def build_task(config):
                                  losses.lm_loss_fn(config), lm_loss=True,
                                  epoch_rows=math.ceil(stage.n_rows(train_rows) / (1.0 - mix)))
   if mix:
-    rdata.pretraining_rows(config.train.batch_tokens // length, mix, jax.process_count())
-    task = dataclasses.replace(task, train_stream=rdata.MixedStream(task.train_stream, pretraining(config), mix,
-                                                                     r.sft.pretrain_weight))
+    rdata.pretraining_rows(config.train.batch_tokens // length, mix, jax.process_count())  # refused before any work
+    task = dataclasses.replace(task, train_stream=rdata.MixedStream(
+        task.train_stream, pretraining(config), mix, r.sft.pretrain_weight, jax.process_count()))
   return config, task, data
 
 
